@@ -128,6 +128,7 @@ def test_page_loads_in_chromium(site, server, browser, nb):
     errors, outside = [], []
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("response", lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
     pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None)
     pg.goto(f"{server}/{nb.stem}.html", wait_until="networkidle")
     if has_widgets(nb):

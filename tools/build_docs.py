@@ -33,13 +33,18 @@ NBS, DOCS, OUT = ROOT / "nbs", ROOT / "docs", ROOT / "_docs"
 SRC, HTML = OUT / "src", OUT / "_build" / "html"
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*?)\s*$")
 
-SETUP_CELL = '''\
+SETUP_CELL = r'''
+import re
 from IPython.display import Markdown, display
 from nbdev.showdoc import BasicMarkdownRenderer
 def _show_api(obj, name=None):
     "Display nbdev's API entry for `obj` (without the `---` rule that docutils cannot parse)."
     md = BasicMarkdownRenderer(obj, name=name)._repr_markdown_().lstrip()
+    md = re.sub(r"\[source\]\([^)]*\)\{[^}]*\}", "", md)  # Quarto-only link attributes
     display(Markdown(md[3:].lstrip() if md.startswith("---") else md))
+def _show_const(name, value, comment=""):
+    "Display an API entry for the exported constant `name`."
+    display(Markdown(f"### {name}\n\n`{name} = {value!r}`\n\n{comment}"))
 '''
 
 
@@ -56,8 +61,26 @@ def directives(cell) -> tuple[dict[str, str], str]:
     return found, "\n".join(body).strip("\n")
 
 
+def api_entries(source: str, public: set[str]) -> list[str]:
+    "Code displaying API entries for an exported cell: public defs/classes and their methods, `@patch`ed methods, constants."
+    return [f"_show_api({n}, name={n!r})" for n in api_names(source, public)] + [
+        f"_show_const({n!r}, {n}, {c!r})" for n, c in api_constants(source, public)]
+
+
+def api_constants(source: str, public: set[str]) -> list[tuple[str, str]]:
+    "Exported constants assigned at the top level of `source`, with their trailing comments."
+    lines, found = source.splitlines(), []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            line = lines[node.lineno - 1]
+            comment = line.split("#", 1)[1].strip() if "#" in line else ""
+            found += [(t.id, comment) for t in targets if isinstance(t, ast.Name) and t.id in public]
+    return found
+
+
 def api_names(source: str, public: set[str]) -> list[str]:
-    "Names documented after an exported cell: its public top-level defs/classes, their public methods, and `@patch`ed methods."
+    "Public top-level defs/classes of `source`, their public methods, and `@patch`ed methods."
     names = []
     for node in ast.parse(source).body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): continue
@@ -106,8 +129,7 @@ def preprocess(nb):
         if d.get("echo") == "false": tagged(cell, "remove-input")
         if d.get("output") == "false": tagged(cell, "remove-output")
         if "export" in d or "exports" in d:
-            cells += [tagged(nbformat.v4.new_code_cell(f"_show_api({n}, name={n!r})"), "remove-input")
-                      for n in api_names(cell.source, public)]
+            cells += [tagged(nbformat.v4.new_code_cell(code), "remove-input") for code in api_entries(cell.source, public)]
     nb.cells = cells
     for c in nb.cells: c.pop("id", None)
     nb.nbformat_minor = 4  # ids dropped above: they are optional before 4.5
@@ -128,7 +150,7 @@ def write_sources(names: list[str] | None = None) -> list[str]:
         if not dest.exists() or dest.read_text(encoding="utf-8") != text: dest.write_text(text, encoding="utf-8")
     toc = "format: jb-book\nroot: index\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in nbs if p.stem != "index")
     (SRC / "_toc.yml").write_text(toc)
-    shutil.copy(DOCS / "_config.yml", SRC / "_config.yml")
+    for f in ("_config.yml", "favicon.svg"): shutil.copy(DOCS / f, SRC / f)
     return [p.stem for p in nbs]
 
 
