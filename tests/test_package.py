@@ -1,0 +1,46 @@
+"""Packaging contracts: light imports, requirement ranges, notebooks import only earlier modules."""
+import re
+import subprocess
+import sys
+from configparser import ConfigParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_ORDER = ["tokenizer", "corpora", "data", "model", "generation", "training", "evaluation", "compression", "cli"]
+MODULES = [p.stem for p in sorted((ROOT / "mie_lm").glob("*.py")) if not p.stem.startswith("_")]
+
+
+@pytest.mark.parametrize("mod", MODULES)
+def test_import_does_not_load_plotting_or_widgets(mod):
+    code = (f"import sys, mie_lm.{mod}; bad = [m for m in ('matplotlib', 'seaborn', 'ipywidgets') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_runtime_requirements_are_ranges():
+    cfg = ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini")
+    reqs = cfg["DEFAULT"]["requirements"].split()
+    assert "torch>=2.2" in reqs
+    assert not [r for r in reqs if "==" in r], "runtime requirements must be ranges, not pins"
+    for lib in ["tokenizers", "datasets", "safetensors", "matplotlib", "seaborn", "ipywidgets", "tqdm", "numpy"]:
+        assert any(re.match(rf"{lib}\b", r) for r in reqs), lib
+
+
+@pytest.mark.parametrize("mod", MODULES)
+def test_modules_import_only_earlier_modules(mod):
+    src = (ROOT / "mie_lm" / f"{mod}.py").read_text()
+    used = set(re.findall(r"^\s*(?:from|import)\s+(?:mie_lm)?\.?(?:mie_lm\.)?(\w+)", src, re.M)) & set(MODULE_ORDER)
+    later = [m for m in used if MODULE_ORDER.index(m) > MODULE_ORDER.index(mod)]
+    assert not later, f"mie_lm.{mod} imports later modules {later}"
+
+
+def test_every_notebook_follows_the_skeleton():
+    for nb_path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        titles = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")]
+        assert titles, f"{nb_path.name}: no H1 title"
+        assert "\n> " in titles[0], f"{nb_path.name}: H1 title without a `>` subtitle"
