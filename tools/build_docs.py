@@ -75,7 +75,8 @@ def api_constants(source: str, public: set[str]) -> list[tuple[str, str]]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             line = lines[node.lineno - 1]
             comment = line.split("#", 1)[1].strip() if "#" in line else ""
-            found += [(t.id, comment) for t in targets if isinstance(t, ast.Name) and t.id in public]
+            names = [n for t in targets for n in ([t] if isinstance(t, ast.Name) else getattr(t, "elts", []))]
+            found += [(n.id, comment) for n in names if isinstance(n, ast.Name) and n.id in public]
     return found
 
 
