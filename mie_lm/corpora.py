@@ -5,11 +5,22 @@
 # %% ../nbs/01_corpora.ipynb 3
 from __future__ import annotations
 
+import glob
+import hashlib
+import os
 import random
+import re
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from string import ascii_lowercase
+
+import numpy as np
+from fastcore.basics import patch
 
 # %% auto 0
-__all__ = ['Corpus', 'python_docs']
+__all__ = ['WIKITEXT_CONFIGS', 'CORPORA', 'Corpus', 'stationary', 'entropy_rate_bits', 'bytes_per_word', 'MarkovSource',
+           'synthetic', 'python_docs', 'text_files', 'wikitext', 'get_corpus']
 
 # %% ../nbs/01_corpora.ipynb
 @dataclass
@@ -19,7 +30,8 @@ class Corpus:
     train: list[str]  # training documents
     valid: list[str]  # validation documents, never trained on
     description: str = ""  # one line on where the text comes from
-    meta: dict = field(default_factory=dict)  # extra facts about the corpus (e.g. an entropy floor)
+    meta: dict = field(default_factory=dict)  # extra facts about the corpus (source files, generator settings)
+    entropy_floor_bpb: float | None = None  # best possible loss in bits per byte, when known (synthetic text)
 
     def __post_init__(self):
         for split in ("train", "valid"):
@@ -34,6 +46,139 @@ class Corpus:
     def __repr__(self):
         return (f"Corpus({self.name!r}: {len(self.train)} train docs / {self.train_bytes:,} bytes, "
                 f"{len(self.valid)} valid docs / {self.valid_bytes:,} bytes)")
+
+# %% ../nbs/01_corpora.ipynb
+@patch(as_prop=True)
+def fingerprint(self: Corpus) -> str:
+    "Short SHA-256 of `name` and every document: equal fingerprints mean identical text and splits."
+    h = hashlib.sha256(self.name.encode())
+    for docs in (self.train, self.valid):
+        h.update(b"\x00split")
+        for d in docs:
+            b = d.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little")); h.update(b)  # the length keeps document boundaries in the hash
+    return h.hexdigest()[:16]
+
+# %% ../nbs/01_corpora.ipynb
+def _random_words(n: int, rng: np.random.Generator, min_len: int = 2, max_len: int = 8) -> list[str]:
+    "`n` distinct random lowercase words of `min_len` to `max_len` letters."
+    letters, words = np.array(list(ascii_lowercase)), {}
+    while len(words) < n:
+        w = "".join(rng.choice(letters, int(rng.integers(min_len, max_len + 1))))
+        words.setdefault(w, None)  # a dict keeps first-seen order, so the vocabulary is reproducible
+    return list(words)
+
+# %% ../nbs/01_corpora.ipynb
+def stationary(P: np.ndarray,  # next-word probabilities, shape `(V,)*k + (V,)` for an order-`k` chain
+               tol: float = 1e-13,  # stop when no state probability changes by more than this
+               max_iter: int = 100_000,  # give up after this many steps
+              ) -> np.ndarray:
+    "Stationary distribution over the states (shape `(V,)*k`) of the Markov chain with next-word table `P`."
+    k, V = P.ndim - 1, P.shape[-1]
+    pi = np.full((V,) * k, float(V) ** -k)
+    for _ in range(max_iter):
+        new = (pi[..., None] * P).sum(axis=0) if k else pi  # drop the oldest word, append the next
+        if np.abs(new - pi).max() < tol: return new
+        pi = new
+    raise ValueError(f"the chain did not converge to a stationary distribution in {max_iter} steps")
+
+# %% ../nbs/01_corpora.ipynb
+def entropy_rate_bits(P: np.ndarray, # next-word probabilities, shape `(V,)*k + (V,)`
+                      pi: np.ndarray | None = None, # stationary distribution of `P` (computed when `None`)
+                     ) -> float:
+    "Entropy rate in bits per word of the Markov chain with next-word table `P`."
+    pi = stationary(P) if pi is None else pi
+    logP = np.log2(P, out=np.zeros_like(P), where=P > 0)  # 0 log 0 = 0
+    return float(-(pi[..., None] * P * logP).sum())
+
+def bytes_per_word(P: np.ndarray, words: list[str], pi: np.ndarray | None = None) -> float:
+    "Expected UTF-8 bytes per word, trailing space included, of text from the chain `P` over `words`."
+    pi = stationary(P) if pi is None else pi
+    q = (pi[..., None] * P).sum(axis=tuple(range(P.ndim - 1)))  # stationary frequency of each word
+    return float(q @ np.array([len(w.encode("utf-8")) + 1 for w in words]))
+
+# %% ../nbs/01_corpora.ipynb
+@dataclass
+class MarkovSource:
+    "An order-`k` word-level Markov source: `words` and next-word table `P` of shape `(V,)*k + (V,)`."
+    words: list[str]  # the vocabulary; none may contain a space
+    P: np.ndarray  # P[s + (w,)] = probability that word w follows state s (the last k words)
+
+    def __post_init__(self):
+        V = len(self.words)
+        if self.P.shape != (V,) * self.P.ndim: raise ValueError(f"P has shape {self.P.shape}; expected {(V,) * self.P.ndim} for {V} words")
+        if any(" " in w or not w for w in self.words): raise ValueError("words must be non-empty and contain no spaces")
+        if not np.allclose(self.P.sum(-1), 1): raise ValueError("every row of P must sum to 1")
+        self.pi = stationary(self.P)
+
+    @property
+    def order(self) -> int: return self.P.ndim - 1
+    @property
+    def entropy_bits_per_word(self) -> float: return entropy_rate_bits(self.P, self.pi)
+    @property
+    def bytes_per_word(self) -> float: return bytes_per_word(self.P, self.words, self.pi)
+    @property
+    def entropy_floor_bpb(self) -> float: return self.entropy_bits_per_word / self.bytes_per_word
+
+# %% ../nbs/01_corpora.ipynb
+@patch(cls_method=True)
+def dirichlet(cls: MarkovSource,
+           vocab_words: int = 64,  # number of distinct words
+           order: int = 1,  # words of context that the next word depends on
+           concentration: float = 0.1,  # Dirichlet alpha of each row: small = predictable, large = near uniform
+           seed: int = 0,  # seed of the words and the table
+          ) -> MarkovSource:
+    "A `MarkovSource` with random words and Dirichlet(`concentration`) next-word rows."
+    if not isinstance(vocab_words, int) or vocab_words < 1: raise ValueError(f"vocab_words must be an int >= 1, got {vocab_words!r}")
+    if not isinstance(order, int) or order < 0: raise ValueError(f"order must be an int >= 0, got {order!r}")
+    if vocab_words ** (order + 1) > 2 ** 24: raise ValueError(f"vocab_words={vocab_words} and order={order} need a table of {vocab_words ** (order + 1):,} entries (max 2**24)")
+    if not concentration > 0: raise ValueError(f"concentration must be > 0, got {concentration!r}")
+    rng = np.random.default_rng(seed)
+    words = _random_words(vocab_words, rng)
+    P = rng.dirichlet(np.full(vocab_words, concentration), size=(vocab_words,) * order)
+    return cls(words, P)
+
+# %% ../nbs/01_corpora.ipynb
+@patch
+def sample(self: MarkovSource,
+           n_docs: int,  # number of documents
+           doc_words: int,  # words per document (more than `order`)
+           rng: np.random.Generator,  # source of randomness
+          ) -> list[str]:
+    "`n_docs` documents of `doc_words` space-separated words each, starting from the stationary law."
+    k, V = self.order, len(self.words)
+    if doc_words <= k: raise ValueError(f"doc_words={doc_words} must be larger than the order {k}")
+    cum = np.cumsum(self.P.reshape(V ** k, V), axis=1)  # (states, V): inverse-CDF table, one row per state
+    state = rng.choice(V ** k, size=n_docs, p=self.pi.reshape(-1))  # (n_docs,) flat state index
+    out = [state // V ** (k - 1 - j) % V for j in range(k)]  # the k words of the start state, oldest first
+    for _ in range(doc_words - k):
+        u = rng.random((n_docs, 1))
+        w = np.minimum((cum[state] < u).sum(1), V - 1)  # (n_docs,) first word whose CDF reaches u
+        state = (state * V + w) % V ** k
+        out.append(w)
+    ids = np.stack(out, axis=1)  # (n_docs, doc_words)
+    return [" ".join(self.words[i] for i in row) for row in ids]
+
+# %% ../nbs/01_corpora.ipynb
+def synthetic(vocab_words: int = 64,  # distinct words in the source
+              order: int = 1,  # Markov order: words of context that matter
+              concentration: float = 0.1,  # Dirichlet alpha of each next-word row (smaller = lower entropy)
+              n_train: int = 2000,  # training documents
+              n_valid: int = 200,  # validation documents
+              doc_words: int = 64,  # words per document
+              seed: int = 0,  # seed of the source and the samples
+             ) -> Corpus:
+    "Text from a random word-level Markov source, with its exact entropy floor in `entropy_floor_bpb`."
+    if n_train < 1 or n_valid < 1: raise ValueError(f"n_train and n_valid must be >= 1, got {n_train!r} and {n_valid!r}")
+    src = MarkovSource.dirichlet(vocab_words, order, concentration, seed)
+    rng = np.random.default_rng([seed, 1])  # a stream separate from the one that built the source
+    train, valid = src.sample(n_train, doc_words, rng), src.sample(n_valid, doc_words, rng)
+    H, b, k = src.entropy_bits_per_word, src.bytes_per_word, src.order
+    H_pi = float(-(src.pi * np.log2(src.pi, out=np.zeros_like(src.pi), where=src.pi > 0)).sum())
+    meta = dict(source=src, entropy_bits_per_word=H, bytes_per_word=b,
+                doc_floor_bpb=(H_pi + (doc_words - k) * H) / (doc_words * b - 1))
+    return Corpus("synthetic", train, valid, entropy_floor_bpb=H / b, meta=meta,
+                  description=f"order-{order} Markov text over {vocab_words} random words (seed {seed})")
 
 # %% ../nbs/01_corpora.ipynb
 def _paragraphs(text: str) -> list[str]:
@@ -55,3 +200,127 @@ def python_docs(valid_frac: float = 0.1, # fraction of bytes (whole topics) held
     split = lambda keep: [p for n in sorted(topics) if (n in valid_names) == keep for p in _paragraphs(topics[n])]
     return Corpus("python_docs", split(False), split(True),
                   description="English prose of Python's reference documentation (pydoc_data.topics), split into paragraphs")
+
+# %% ../nbs/01_corpora.ipynb
+def _resolve_paths(paths, pattern: str) -> list[Path]:
+    "The files named by `paths`: files, folders (searched for `pattern`) and glob patterns, in order."
+    if isinstance(paths, (str, os.PathLike)): paths = [paths]
+    files = []
+    for p in map(str, paths):
+        if any(ch in p for ch in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(p, recursive=True) if os.path.isfile(h))
+            if not hits: raise FileNotFoundError(f"no files match the glob {p!r}")
+        elif os.path.isdir(p):
+            hits = sorted(h for h in Path(p).glob(pattern) if h.is_file())
+            if not hits: raise FileNotFoundError(f"folder {p!r} has no files matching {pattern!r}")
+        elif os.path.isfile(p): hits = [Path(p)]
+        else: raise FileNotFoundError(f"no such file or folder: {p!r}")
+        files += hits
+    if not files: raise ValueError("paths is empty: give at least one file, folder or glob")
+    return files
+
+# %% ../nbs/01_corpora.ipynb
+def _read_text(path: Path, encoding: str) -> str:
+    "The text of `path` decoded with `encoding`, or a `ValueError` naming the file and the bad byte."
+    data = path.read_bytes()
+    try: return data.decode(encoding).removeprefix("\ufeff")  # drop a byte-order mark
+    except LookupError: raise ValueError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not valid {encoding}: byte {data[e.start:e.start + 1]!r} at offset {e.start}; "
+                         f"pass encoding='latin-1' (or the file's real encoding)") from None
+
+def _split_tail(docs: list[str], valid_frac: float) -> tuple[list[str], list[str]]:
+    "Split `docs` so that the trailing ones holding about `valid_frac` of the bytes form the second part."
+    sizes, held, cut = [len(d.encode("utf-8")) for d in docs], 0, len(docs)
+    while cut > 1 and held < valid_frac * sum(sizes): cut -= 1; held += sizes[cut]
+    return docs[:cut], docs[cut:]
+
+# %% ../nbs/01_corpora.ipynb
+def text_files(paths,  # a file, folder or glob, or a list of them
+               encoding: str = "utf-8",  # text encoding of every file
+               valid_frac: float = 0.1,  # fraction of each file's bytes (its last paragraphs) held out
+               pattern: str = "*.txt",  # file pattern used inside folders (`"**/*.txt"` to recurse)
+               name: str = "text_files",  # corpus name, used in reports and cache file names
+              ) -> Corpus:
+    "A `Corpus` of the paragraphs of text files, the tail of each file held out for validation."
+    if not 0 < valid_frac < 1: raise ValueError(f"valid_frac must be in (0, 1), got {valid_frac!r}")
+    files, train, valid = _resolve_paths(paths, pattern), [], []
+    for f in files:
+        text = _read_text(f, encoding)
+        docs = _paragraphs(text)
+        if len(docs) == 1: docs = [l for l in text.splitlines() if l.strip()]  # no blank lines: one line per document
+        tr, va = _split_tail(docs, valid_frac)
+        train += tr; valid += va
+    if not train: raise ValueError(f"the files {[str(f) for f in files]} hold no text")
+    return Corpus(name, train, valid, meta=dict(files=[str(f) for f in files]),
+                  description=f"{len(files)} text file(s) read as {encoding}")
+
+# %% ../nbs/01_corpora.ipynb
+WIKITEXT_CONFIGS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1", "wikitext-2-v1", "wikitext-103-v1")
+_TITLE = re.compile(r"^ = [^=].* = $")  # " = Title = " starts an article; " = = Section = = " does not
+
+def _wikitext_articles(lines) -> list[str]:
+    "WikiText `lines` (one row each) grouped into articles, each starting at its ` = Title = ` line."
+    articles, cur = [], []
+    for line in lines:
+        if _TITLE.match(line.rstrip("\n")) and cur: articles.append(cur); cur = []
+        cur.append(line)
+    articles.append(cur)
+    return [a for a in ("".join(lines).strip() for lines in articles) if a]
+
+# %% ../nbs/01_corpora.ipynb
+_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".txt": "text", ".raw": "text", ".tokens": "text"}
+
+def _local_data_files(path: Path, name: str) -> tuple[str, dict]:
+    "The `load_dataset` builder and `data_files` of a local WikiText folder `path`."
+    if not path.is_dir(): raise FileNotFoundError(f"no WikiText folder at {str(path)!r}")
+    if (path / name).is_dir(): path = path / name  # a clone of the Hub repo has one folder per configuration
+    files = sorted(f for f in path.rglob("*") if f.suffix in _BUILDERS and f.is_file())
+    splits = {s: [str(f) for f in files if key in f.name] for s, key in (("train", "train"), ("validation", "valid"))}
+    missing = [s for s, fs in splits.items() if not fs]
+    if missing: raise FileNotFoundError(f"{str(path)!r} has no {' or '.join(missing)} file (names containing 'train'/'valid', "
+                                        f"ending in {', '.join(_BUILDERS)})")
+    kinds = {_BUILDERS[Path(f).suffix] for fs in splits.values() for f in fs}
+    if len(kinds) > 1: raise ValueError(f"{str(path)!r} mixes file kinds {sorted(kinds)}; keep one format")
+    return kinds.pop(), splits
+
+# %% ../nbs/01_corpora.ipynb
+def _load_wikitext(name: str, path, cache_dir):
+    "The WikiText `DatasetDict` of configuration `name`, from the Hub cache or the local copy at `path`."
+    import datasets  # imported lazily: only WikiText needs it
+    if path is not None:
+        path = Path(path)
+        if (path / "dataset_dict.json").is_file(): return datasets.load_from_disk(str(path))
+        builder, files = _local_data_files(path, name)
+        kw = dict(keep_linebreaks=True) if builder == "text" else {}
+        return datasets.load_dataset(builder, data_files=files, cache_dir=cache_dir, **kw)
+    try: return datasets.load_dataset("Salesforce/wikitext", name, cache_dir=cache_dir)
+    except Exception as e:  # offline, not cached, Hub down: all mean "the data is not here"
+        raise FileNotFoundError(
+            f"could not load {name!r} with datasets.load_dataset('Salesforce/wikitext', {name!r}): {type(e).__name__}: {e}\n"
+            f"Get it once with network access (it is then cached and works with HF_DATASETS_OFFLINE=1), or download the "
+            f"{name}/ parquet files from https://huggingface.co/datasets/Salesforce/wikitext and call "
+            f"wikitext({name!r}, path='that/folder').") from e
+
+# %% ../nbs/01_corpora.ipynb
+def wikitext(name: str = "wikitext-2-raw-v1",  # one of `WIKITEXT_CONFIGS`
+             path=None,  # local copy: folder of train/valid .parquet/.arrow/.raw files, or a `save_to_disk` folder
+             cache_dir=None,  # `datasets` cache folder (default: the Hugging Face cache)
+            ) -> Corpus:
+    "WikiText as a `Corpus` of whole articles, loaded with `datasets.load_dataset`."
+    if name not in WIKITEXT_CONFIGS: raise ValueError(f"unknown WikiText configuration {name!r}; choose one of {WIKITEXT_CONFIGS}")
+    ds = _load_wikitext(name, path, cache_dir)
+    missing = [s for s in ("train", "validation") if s not in ds]
+    if missing: raise ValueError(f"WikiText data at {path!r} has no {missing} split (it has {list(ds)})")
+    train, valid = (_wikitext_articles(ds[s]["text"]) for s in ("train", "validation"))
+    return Corpus(name, train, valid, meta=dict(path=None if path is None else str(path)),
+                  description=f"WikiText ({name}): Wikipedia Good and Featured articles, one document per article")
+
+# %% ../nbs/01_corpora.ipynb
+CORPORA = {"synthetic": synthetic, "python_docs": python_docs, "text_files": text_files,
+           **{n: partial(wikitext, n) for n in WIKITEXT_CONFIGS}}
+
+def get_corpus(name: str, **kwargs) -> Corpus:
+    "The corpus called `name` in `CORPORA`, built with `kwargs`."
+    if name not in CORPORA: raise ValueError(f"unknown corpus {name!r}; choose one of {sorted(CORPORA)}")
+    return CORPORA[name](**kwargs)
