@@ -152,6 +152,7 @@ def write_sources(names: list[str] | None = None) -> list[str]:
     toc = "format: jb-book\nroot: index\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in nbs if p.stem != "index")
     (SRC / "_toc.yml").write_text(toc)
     for f in ("_config.yml", "favicon.svg"): shutil.copy(DOCS / f, SRC / f)
+    shutil.copytree(DOCS / "_static", SRC / "_static", dirs_exist_ok=True)  # loaded on every page
     return [p.stem for p in nbs]
 
 
