@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Training benchmark for `mie_lm.training` (issue 6): Trainer throughput against a plain loop over Hugging Face, and quality. Not a test.
+
+Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--budgets 60,120] [--no-write]
+1. Throughput, side by side: optimizer steps of the `small` preset (batch 8 x 256, AdamW, clipping) run
+   by `Trainer` against a plain PyTorch loop over `GPT2LMHeadModel` of identical shape and weights
+   (`GPT.to_hf_gpt2`; `model(input_ids, labels=input_ids)`, `AdamW`, `clip_grad_norm_`), in fp32 and with
+   bf16 autocast. Tokens/s = tokens per step / step wall time; median over `--repeats` x `--steps` steps,
+   the first 2 steps of each run discarded as warm-up; the four runs alternate within each repeat.
+2. Quality on the synthetic corpus: the notebook's demo budget (300 steps of 32 documents, `tiny`) and a
+   3x longer run, against the entropy floor and against the true source scored on the same validation
+   documents (a finite sample cannot reach the floor exactly).
+3. Real text (`python_docs`): validation bits/byte after each wall-clock budget in `--budgets` (seconds),
+   `tiny` and `small` (each with a BPE tokenizer of its preset's vocabulary) for the first budget, then the
+   better preset for the longer ones.
+Appends a section to bench/RESULTS.md unless --no-write.
+"""
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mie_lm.corpora import python_docs, synthetic  # noqa: E402
+from mie_lm.data import LMDataset, PackedDataset  # noqa: E402
+from mie_lm.model import GPT, GPTConfig  # noqa: E402
+from mie_lm.tokenizer import BPETokenizer  # noqa: E402
+from mie_lm.training import Trainer, TrainingConfig, token_byte_lengths  # noqa: E402
+
+
+def trainer_tokens_per_s(model, data, precision, steps):
+    "Median tokens/s of `Trainer` steps (its own per-step timing) after 2 warm-up steps."
+    cfg = TrainingConfig(max_steps=steps + 2, warmup_steps=1, batch_size=8, lr=1e-4, eval_every=0, log_every=1,
+                         precision=precision, device="cpu", progress=False, restore_best=False)
+    t = Trainer(model, cfg, data)
+    t.fit()
+    return [h["tokens_per_s"] for h in t.history[2:]]
+
+
+def hf_tokens_per_s(hf, data, precision, steps):
+    "Median tokens/s of a plain PyTorch loop over a Hugging Face `GPT2LMHeadModel`."
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
+    out, it = [], iter(loader)
+    for i in range(steps + 2):
+        x = next(it)["input_ids"]
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = hf(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+        if i >= 2: out.append(x.numel() / (time.perf_counter() - t0))
+    return out
+
+
+def throughput(steps, repeats):
+    "Rows of (runner, precision, median tokens/s) for `small`, Trainer against the Hugging Face loop."
+    data = PackedDataset((np.arange(200_000) * 7919 % 4093).astype(np.int64), 256)
+    res = {}
+    for _ in range(repeats):
+        for precision in ("fp32", "bf16"):
+            torch.manual_seed(0); ours = GPT(GPTConfig.from_preset("small"))
+            hf = ours.to_hf_gpt2().train()
+            hf.config._attn_implementation = "sdpa"
+            res.setdefault(("mie_lm Trainer", precision), []).extend(trainer_tokens_per_s(ours, data, precision, steps))
+            res.setdefault(("HF GPT2LMHeadModel, plain loop", precision), []).extend(hf_tokens_per_s(hf, data, precision, steps))
+    return {k: statistics.median(v) for k, v in res.items()}
+
+
+def source_bpb(corpus, docs):
+    "Bits per byte of the synthetic corpus's true order-1 source on `docs`."
+    src = corpus.meta["source"]; idx = {w: i for i, w in enumerate(src.words)}
+    bits = n_bytes = 0
+    for d in docs:
+        w = np.array([idx[x] for x in d.split()])
+        bits -= np.log2(src.pi[w[0]]) + np.log2(src.P[w[:-1], w[1:]]).sum()
+        n_bytes += len(d.encode())
+    return bits / n_bytes
+
+
+def synthetic_quality(steps):
+    "Validation bits/byte of `tiny` on the synthetic corpus after `steps` steps (the notebook's settings otherwise)."
+    syn = synthetic(); tok = BPETokenizer.train(syn.train, vocab_size=1024)
+    tr, va = LMDataset(syn.train, tok, 128, progress=False), LMDataset(syn.valid, tok, 128, progress=False)
+    torch.manual_seed(0)
+    cfg = TrainingConfig(max_steps=steps, warmup_steps=steps // 10, batch_size=32, lr=1e-2, weight_decay=0.0, eval_every=0,
+                         progress=False, device="cpu")
+    r = Trainer(GPT(GPTConfig.from_preset("tiny", vocab_size=tok.vocab_size)), cfg, tr, va, token_byte_lengths(tok)).fit()
+    return r["last_valid"]["valid_bpb"], r["elapsed"], syn.entropy_floor_bpb, source_bpb(syn, syn.valid)
+
+
+REAL = {"tiny": dict(lr=3e-3, batch_size=16), "small": dict(lr=1e-3, batch_size=16)}
+
+def real_quality(preset, seconds):
+    "Validation bits/byte on `python_docs` after `seconds` of training `preset` (block 128, cosine schedule)."
+    docs = python_docs(); vocab = GPTConfig.from_preset(preset).vocab_size
+    tok = BPETokenizer.train(docs.train, vocab_size=vocab)
+    tr, va = (PackedDataset.from_corpus(docs, tok, 128, split=s) for s in ("train", "valid"))
+    torch.manual_seed(0)
+    cfg = TrainingConfig(max_steps=None, max_time=float(seconds), warmup_steps=30, schedule="cosine", min_lr=REAL[preset]["lr"] / 10,
+                         eval_every=0, progress=False, device="cpu", **REAL[preset])
+    t = Trainer(GPT(GPTConfig.from_preset(preset, block_size=128, vocab_size=tok.vocab_size)), cfg, tr, va, token_byte_lengths(tok))
+    r = t.fit()
+    return r["last_valid"]["valid_bpb"], r["steps"], r["tokens"]
+
+
+def machine():
+    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.rstrip()
+    import transformers
+    return (f"```\n{lscpu}\n```\nPython {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"torch threads {torch.get_num_threads()}, load average at start {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=5); p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--budgets", default="60,120"); p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    t_start, lines = time.time(), [f"## Training (issue 6): `bench/training_bench.py`, {time.strftime('%Y-%m-%d')}", "", machine(), ""]
+    tp = throughput(a.steps, a.repeats)
+    lines += ["**Training throughput, `small`** (batch 8 x 256, AdamW + clipping, one optimizer step = forward + backward + update; "
+              f"median of {a.repeats} x {a.steps} steps):", "", "| runner | precision | tokens/s |", "|---|---|---|"]
+    lines += [f"| {r} | {prec} | {v:,.0f} |" for (r, prec), v in sorted(tp.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    for prec in ("fp32", "bf16"):
+        lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[('mie_lm Trainer', prec)] / tp[('HF GPT2LMHeadModel, plain loop', prec)]:.2f}x** |")
+    print("\n".join(lines), flush=True)
+    rows = []
+    for steps in (300, 900):
+        bpb, secs, floor, src = synthetic_quality(steps)
+        rows.append(f"| {steps} x 32 docs{' (notebook demo)' if steps == 300 else ''} | {secs:.0f} s | {bpb:.4f} | {bpb / floor - 1:+.1%} | {bpb / src - 1:+.1%} |")
+        print(rows[-1], flush=True)
+    lines += ["", f"**Synthetic corpus, `tiny`** (entropy floor {floor:.4f} bits/byte; the true source scores {src:.4f} on the 200 validation documents):", "",
+              "| budget | training time | valid bits/byte | vs floor | vs source on same docs |", "|---|---|---|---|---|", *rows]
+    budgets = [int(x) for x in a.budgets.split(",")]
+    real = [(pre, budgets[0], *real_quality(pre, budgets[0])) for pre in ("tiny", "small")]
+    best = min(real, key=lambda r: r[2])[0]
+    real += [(best, b, *real_quality(best, b)) for b in budgets[1:]]
+    lines += ["", "**`python_docs`, validation bits/byte after a wall-clock budget** (block 128, batch 16, cosine; each preset with a BPE of its vocabulary size):", "",
+              "| preset | budget | steps | tokens | valid bits/byte |", "|---|---|---|---|---|"]
+    lines += [f"| {pre} | {b} s | {s} | {n:,} | {bpb:.3f} |" for pre, b, bpb, s, n in real]
+    lines += ["", f"Total bench time {time.time() - t_start:.0f} s."]
+    text = "\n".join(lines)
+    print(text)
+    if not a.no_write:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f: f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
