@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Generation benchmark for `mie_lm.generation` (issue 5): `generate` against Hugging Face `generate()`. Not a test.
+
+Usage: python bench/generation_bench.py [--repeats 3] [--threads 1] [--no-write]
+Same weights on both sides (`GPT.to_hf_gpt2`), fp32, CPU, greedy, a 16-token prompt, EOS off so every run
+produces the same number of tokens; the two sides alternate within each repeat and we report the median.
+1. Batch 1, 256 new tokens: a 4-layer 128-wide model (vocab 4096), the `small` preset, and the 124M shape
+   (12 layers, 768 wide, vocab 8192; 128 new tokens and 2 repeats there, to keep the run short). For
+   the small models also a plain loop calling `GPT.forward` with the KV cache (no static decode step).
+   At the 124M shape: the fraction of the memory-bandwidth floor, i.e. (weight bytes read per token /
+   read bandwidth measured in this run) / measured seconds per token.
+2. Batch 8: tokens/s (8 rows) and the ratio to batch 1.
+3. KV cache on vs off at 512 new tokens (one run each; at the 124M shape the uncached run, about 10 minutes,
+   is estimated from full forwards timed at 5 lengths between 16 and 527 tokens, integrated over the 512 steps).
+Appends a section to bench/RESULTS.md unless --no-write.
+"""
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mie_lm.generation import generate  # noqa: E402
+from mie_lm.model import GPT, GPTConfig  # noqa: E402
+
+SHAPES = {"4x128 (V 4096)": dict(n_layer=4, n_head=4, n_embd=128, block_size=1024, vocab_size=4096),
+          "small (4x256, V 4096)": dict(n_layer=4, n_head=4, n_embd=256, block_size=1024, vocab_size=4096),
+          "124M shape (12x768, V 8192)": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=8192)}
+PROMPT = 16
+
+
+def timed(f):
+    t0 = time.perf_counter(); f(); return time.perf_counter() - t0
+
+
+def ours(m, x, n, **kw): return lambda: generate(m, x, max_new_tokens=n, **kw)
+
+
+def hf_gen(hf, x, n):
+    def run():
+        with torch.no_grad():
+            return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return run
+
+
+def forward_loop(m, x, n):
+    "Greedy decoding calling `GPT.forward` with the KV cache each step (what a first version would do)."
+    def run():
+        with torch.no_grad():
+            m.setup_cache(x.shape[0], x.shape[1] + n)
+            logits = m(x, cache_pos=0)[:, -1]
+            for i in range(n - 1):
+                logits = m(logits.argmax(-1, keepdim=True), cache_pos=x.shape[1] + i)[:, -1]
+    return run
+
+
+def no_cache_estimate(m, n, points=5):
+    "Seconds of `n` uncached steps: one full forward per step, timed at `points` lengths and interpolated (trapezoid)."
+    lengths = torch.linspace(PROMPT, PROMPT + n - 1, points).round().long().tolist()
+    with torch.no_grad():
+        secs = [timed(lambda: m(torch.randint(3, m.config.vocab_size, (1, L)))) for L in lengths]
+    return sum((secs[i] + secs[i + 1]) / 2 * (lengths[i + 1] - lengths[i]) for i in range(points - 1)) + (secs[0] + secs[-1]) / 2
+
+
+def read_bandwidth(nbytes=512 * 2**20, repeats=5):
+    "Bytes/s of summing a fp32 tensor much larger than the caches (best of `repeats`)."
+    a = torch.ones(nbytes // 4)
+    a.sum()
+    return nbytes / min(timed(a.sum) for _ in range(repeats))
+
+
+def compare(name, repeats, n, B=1, loop=False):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**SHAPES[name])).eval(); hf = m.to_hf_gpt2().eval()
+    x = torch.randint(3, m.config.vocab_size, (B, PROMPT))
+    same = torch.equal(generate(m, x, max_new_tokens=16), hf_gen(hf, x, 16)())  # also warms up both
+    runs = {"ours": ours(m, x, n), "hf": hf_gen(hf, x, n)} | ({"loop": forward_loop(m, x, n)} if loop else {})
+    t = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, f in runs.items(): t[k].append(timed(f))
+    tps = {k: B * n / statistics.median(v) for k, v in t.items()}
+    return dict(model=m, tps=tps, same=same, n=n, B=B, spread={k: (min(v), max(v)) for k, v in t.items()})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3); ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start, load = time.time(), os.getloadavg()
+    lines = []
+    big = "124M shape (12x768, V 8192)"
+    rows = {name: compare(name, args.repeats, 256, loop=True) for name in list(SHAPES)[:2]}
+    rows[big] = compare(big, 2, 128)
+    bw = read_bandwidth()
+    m = rows[big]["model"]
+    weight_bytes = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if "wpe" not in n)  # one wpe row only
+    floor_s = weight_bytes / bw
+    lines += ["**Batch 1, greedy** (fp32, 16-token prompt; median of interleaved repeats; identical tokens checked on 16 tokens):", "",
+              "| model | new tokens | mie_lm tokens/s | HF tokens/s | **ratio** | `GPT.forward` loop tokens/s | same tokens as HF |",
+              "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        loop = f"{r['tps']['loop']:,.0f}" if "loop" in r["tps"] else "-"
+        lines.append(f"| {name} | {r['n']} | {r['tps']['ours']:,.0f} | {r['tps']['hf']:,.0f} | **{r['tps']['ours'] / r['tps']['hf']:.2f}x** | {loop} | {r['same']} |")
+    frac = floor_s * rows[big]["tps"]["ours"]
+    lines += ["", f"124M shape: {weight_bytes / 2**20:,.0f} MiB of weights read per token; read bandwidth measured now "
+              f"{bw / 1e9:.1f} GB/s (sum over 512 MiB, one thread) -> floor {floor_s * 1e3:.1f} ms/token = {1 / floor_s:.1f} tokens/s; "
+              f"mie_lm reaches **{frac:.0%}** of the floor, HF {floor_s * rows[big]['tps']['hf']:.0%}.", ""]
+    b8 = {name: compare(name, 2 if name == big else args.repeats, 128 if name == big else 256, B=8) for name in (list(SHAPES)[0], big)}
+    lines += ["**Batch 8, greedy** (tokens/s counts all 8 rows):", "",
+              "| model | mie_lm tokens/s | ratio to batch 1 | HF tokens/s | ratio to HF |", "|---|---|---|---|---|"]
+    for name, r in b8.items():
+        lines.append(f"| {name} | {r['tps']['ours']:,.0f} | {r['tps']['ours'] / rows[name]['tps']['ours']:.1f}x | {r['tps']['hf']:,.0f} | {r['tps']['ours'] / r['tps']['hf']:.2f}x |")
+    lines += ["", "**KV cache on vs off, 512 new tokens, batch 1** (one run each):", "",
+              "| model | cache on tokens/s | cache off tokens/s | ratio |", "|---|---|---|---|"]
+    for name in (list(SHAPES)[0], big):
+        torch.manual_seed(0); m = GPT(GPTConfig(**SHAPES[name])).eval()
+        x = torch.randint(3, m.config.vocab_size, (1, PROMPT))
+        on = timed(ours(m, x, 512))
+        off = timed(ours(m, x, 512, use_cache=False)) if name != big else no_cache_estimate(m, 512)
+        lines.append(f"| {name}{' (cache off estimated)' if name == big else ''} | {512 / on:,.1f} | {512 / off:,.1f} | **{off / on:.1f}x** |")
+    lines += ["", f"Total bench time {time.time() - t_start:.0f} s."]
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    lscpu = [l for l in lscpu if l.split(":")[0] in ("Architecture", "CPU(s)", "Model name", "L2 cache", "L3 cache")]
+    import transformers
+    head = [f"## Generation (issue 5): `bench/generation_bench.py`, {time.strftime('%Y-%m-%d')}", "", "```", *lscpu, "```",
+            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"torch threads {args.threads}, load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}", ""]
+    text = "\n".join(head + lines) + "\n"
+    print(text)
+    if not args.no_write:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f: f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
