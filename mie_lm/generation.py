@@ -205,11 +205,11 @@ def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token 
     B, _, C = x.shape
     state.mask.index_fill_(3, slot, 0.0)  # the new token may be attended to
     for ln_1, c_attn, c_proj, ln_2, c_fc, proj, cache in state.layers:
-        nh = cache.k_cache.shape[1]
-        q, k, v = c_attn(ln_1(x)).view(B, 3, nh, 1, C // nh).unbind(1)  # 3 x (B, nh, 1, hd): T = 1 needs no transpose
+        nh, hd = cache.k_cache.shape[1], cache.k_cache.shape[3]  # from the cache: a head-pruned layer has fewer heads
+        q, k, v = c_attn(ln_1(x)).view(B, 3, nh, 1, hd).unbind(1)  # 3 x (B, nh, 1, hd): T = 1 needs no transpose
         cache.k_cache.index_copy_(2, slot, k); cache.v_cache.index_copy_(2, slot, v)
         y = F.scaled_dot_product_attention(q, cache.k_cache, cache.v_cache, attn_mask=state.mask)  # (B, nh, 1, hd)
-        x = x + c_proj(y.view(B, 1, C))
+        x = x + c_proj(y.view(B, 1, nh * hd))
         x = x + proj(F.gelu(c_fc(ln_2(x)), approximate="tanh"))
     slot.add_(1); state.position_ids.add_(1)
     return model.lm_head(t.ln_f(x))[:, -1]  # (B, V)
