@@ -1,6 +1,6 @@
 """Site check: the offline docs site built by tools/build_docs.py is complete and loads cleanly.
 
-Builds the site if `_docs/_build/html` is missing. Static checks parse every page's HTML; the browser
+Builds the site (once per session, executing every notebook). Static checks parse every page's HTML; the browser
 checks load each page in headless Chromium (Debian's `chromium`, driven by Playwright) over a local
 HTTP server, and save screenshots of two pages under `_docs/screenshots/`.
 """
@@ -29,11 +29,21 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
+_BUILD = {}  # the one docs build of this session: its exit status and output
+
+
 @pytest.fixture(scope="session")
 def site() -> Path:
-    if not (HTML / "index.html").exists():
-        subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], check=True, cwd=ROOT)
+    "Build the site once per session (notebooks execute at build time); every page test fails fast if it failed."
+    if not _BUILD:
+        res = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, capture_output=True, text=True)
+        _BUILD.update(code=res.returncode, log=(res.stdout + res.stderr)[-8000:])
+    if _BUILD["code"] != 0: pytest.fail(f"docs build failed:\n{_BUILD['log']}", pytrace=False)
     return HTML
+
+
+def test_docs_build(site):
+    assert (site / "index.html").is_file()
 
 
 def page(site: Path, nb: Path) -> BeautifulSoup:
