@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/mie_lm demo
 
 test: test-setup
-	$(BIN)/python -m pytest tests/
+	$(BIN)/python -m pytest tests/ --durations=12
 
 docs: setup
 	$(BIN)/python tools/build_docs.py

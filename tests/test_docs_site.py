@@ -142,7 +142,7 @@ def test_page_loads_in_chromium(site, server, browser, nb):
     pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None)
     pg.goto(f"{server}/{nb.stem}.html", wait_until="networkidle")
     if has_widgets(nb):
-        pg.wait_for_selector(".jupyter-widgets", timeout=15_000)
+        pg.wait_for_selector(".jupyter-widgets", state="attached", timeout=15_000)  # a closed progress bar is hidden
         assert pg.locator(".jupyter-widgets").count() > 0
     if nb.stem in ("index", "00_tokenizer"):
         shots = site.parent.parent / "screenshots"
