@@ -3,11 +3,14 @@
 Speed: GPT-2 124M shape (random weights: speed does not depend on their values), greedy decode with the
 KV cache, batch 1 and 8, median of interleaved repeats, one CPU thread (the machine is shared).
 Quality: the `small` preset trained briefly on the built-in Python docs corpus; perplexity and bits per
-byte on its whole validation split. Usage: python bench/compression_bench.py [--steps 300]
+byte on its whole validation split.
+Usage: python bench/compression_bench.py [--steps 300] [--new-tokens 32] [--repeats 3] [--part all|speed|quality] [--no-write]
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,6 +21,9 @@ from mie_lm.data import PackedDataset, packed_tokens
 from mie_lm.model import GPT, GPTConfig
 from mie_lm.tokenizer import BPETokenizer
 from mie_lm.training import Trainer, TrainingConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 
 
 def speed_124m(new_tokens: int, repeats: int):
@@ -55,21 +61,34 @@ def quality_small(steps: int):
     return compression_report(variants, tok, docs.valid, prompts, new_tokens=32, repeats=3)
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(); p.add_argument("--steps", type=int, default=300)
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0]); p.add_argument("--steps", type=int, default=300)
     p.add_argument("--new-tokens", type=int, default=32); p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--part", choices=["all", "speed", "quality"], default="all")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write bench/RESULTS.md")
     a = p.parse_args()
     torch.set_num_threads(1)
     import pandas as pd
     pd.set_option("display.width", 200); pd.set_option("display.max_columns", 20)
-    print(f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"quantized engine {torch.backends.quantized.engine}")
+    lines = [f"## Compression (issue 8): `bench/compression_bench.py --part {a.part}`, {time.strftime('%Y-%m-%d')}", "",
+             machine(pd) + f", quantized engine {torch.backends.quantized.engine}", ""]
+    print("\n".join(lines), flush=True)
     t0 = time.time()
     if a.part != "quality":
-        print(f"\n## GPT-2 124M shape: {a.new_tokens} new tokens after a 16-token prompt, median of {a.repeats}\n")
-        print(speed_124m(a.new_tokens, a.repeats).round(3).to_markdown())
+        lines += [f"**Speed at the GPT-2 124M shape** (random weights), greedy `generate` with the KV cache, {a.new_tokens} new "
+                  f"tokens after a 16-token prompt, median of {a.repeats} interleaved repeats:", "",
+                  speed_124m(a.new_tokens, a.repeats).round(3).to_markdown(), ""]
+        print("\n".join(lines[-4:]), flush=True)
     if a.part != "speed":
-        print(f"\n## small preset trained {a.steps} steps (block_size 128): validation split of python_docs\n")
-        print(quality_small(a.steps).round(4).to_markdown())
-    print(f"\nbench time {time.time() - t0:.0f}s")
+        lines += [f"**Quality on a trained model**: `small` preset (block_size 128) trained {a.steps} steps on `python_docs`, "
+                  f"scored on its whole validation split; decode {a.new_tokens} new tokens, batch 1 and 8:", "",
+                  quality_small(a.steps).round(4).to_markdown(), ""]
+        print("\n".join(lines[-4:]), flush=True)
+    lines.append(f"Total bench time {time.time() - t0:.0f} s.")
+    print(lines[-1])
+    if not a.no_write:
+        write_section("compression", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

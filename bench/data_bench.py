@@ -10,11 +10,10 @@ Usage: python bench/data_bench.py [--mb 10] [--repeats 3] [--cap-mb 10] [--no-wr
    generator, once to a memmap file and once in memory; report the tracemalloc peak (Python and NumPy
    allocations) and the growth of the peak RSS over the RSS after imports (Linux VmHWM, reset through
    /proc/self/clear_refs; includes the Rust tokenizer's memory).
-Appends a section to bench/RESULTS.md unless --no-write.
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 MB = 1e6
 
 
@@ -95,18 +96,9 @@ def peak_memory(tok_path: Path, cap_mb: float) -> list[dict]:
     return res
 
 
-def machine() -> str:
-    import tokenizers
-    import torch
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.rstrip()
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    return (f"{lscpu}\n\nload average at start (other jobs share these 2 cores): {' '.join(load)}\nPython {platform.python_version()}, torch {torch.__version__}, tokenizers {tokenizers.__version__}, "
-            f"numpy {np.__version__}")
-
-
-def report(tp: dict, mem: list[dict], cap_mb: float, vocab: int) -> str:
+def report(tp: dict, mem: list[dict], cap_mb: float, vocab: int, info: str) -> str:
     lines = [f"## Data: packing throughput and memory (`bench/data_bench.py`, {time.strftime('%Y-%m-%d')})", "",
-             "```", machine(), "```", "",
+             info, "",
              f"Throughput: {tp['text_mb']:.1f} MB of `python_docs` text ({tp['docs']:,} paragraphs, repeated), "
              f"{vocab}-token BPE, {tp['tokens']:,} tokens; median of repeats.", "",
              "| path | MB/s (median, wall clock) | MB per CPU-second (median) | wall times (s) |", "|---|---|---|---|"]
@@ -126,20 +118,20 @@ def main():
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
     p.add_argument("--cap-mb", type=float, default=10.0, help="in-memory cap; the memory run packs 4x this")
     p.add_argument("--vocab", type=int, default=4096, help="tokenizer vocabulary size")
-    p.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write bench/RESULTS.md")
     a = p.parse_args()
     from mie_lm.corpora import python_docs
     from mie_lm.tokenizer import BPETokenizer
+    import tokenizers
+    info = machine(tokenizers, np)
     tok = BPETokenizer.train(python_docs().train, vocab_size=a.vocab)
     tok_path = tok.save(Path(tempfile.mkdtemp()) / "tokenizer.json")
     tp = throughput(tok, a.mb, a.repeats)
     mem = peak_memory(tok_path, a.cap_mb)
-    text = report(tp, mem, a.cap_mb, a.vocab)
+    text = report(tp, mem, a.cap_mb, a.vocab, info)
     print(text)
     if not a.no_write:
-        res = ROOT / "bench" / "RESULTS.md"
-        prev = res.read_text() if res.exists() else "# mie_lm benchmark results\n"
-        res.write_text(prev.rstrip("\n") + "\n\n" + text)
+        write_section("data", text)
 
 
 if __name__ == "__main__":

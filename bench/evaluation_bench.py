@@ -19,14 +19,11 @@ whose first label is already -100, that is one token too few, so its weighted me
 time the loop verbatim, report its value, and compare our value with the loop's own losses re-weighted
 by the labels its loss really averages over (`(target_ids[:, 1:] != -100).sum()`). Throughput = tokens
 scored per second; the two sides alternate within each repeat; medians of `--repeats`.
-Appends a section to bench/RESULTS.md unless --no-write.
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +36,8 @@ from mie_lm.corpora import python_docs  # noqa: E402
 from mie_lm.evaluation import score_sequences  # noqa: E402
 from mie_lm.model import GPT, GPTConfig  # noqa: E402
 from mie_lm.tokenizer import BPETokenizer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 
 
 def hf_loop(hf, ids, max_length, stride):
@@ -61,24 +60,16 @@ def hf_loop(hf, ids, max_length, stride):
     return math.exp(nll_sum / n_tokens), windows
 
 
-def machine():
-    "Machine facts for the report."
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.strip()
-    load = os.getloadavg()
-    return (f"```\n{lscpu}\n```\nPython {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {__import__('transformers').__version__}, torch threads {torch.get_num_threads()}, "
-            f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable on shared machines)")
     ap.add_argument("--chars", type=int, default=60_000, help="characters of the validation text to score")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write bench/RESULTS.md")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    t0, info = time.time(), machine()
+    import transformers
+    t0, info = time.time(), machine(transformers)
     docs = python_docs()
     tok = BPETokenizer.train(docs.train, vocab_size=4096)
     torch.manual_seed(0)
@@ -115,9 +106,7 @@ def main():
     report = "\n".join(lines)
     print(report)
     if not a.no_write:
-        results = ROOT / "bench" / "RESULTS.md"
-        header = "\n" if results.exists() else "# Benchmark results\n\n"
-        with open(results, "a") as f: f.write(header + report)
+        write_section("evaluation", report)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,10 @@ produces the same number of tokens; the two sides alternate within each repeat a
 2. Batch 8: tokens/s (8 rows) and the ratio to batch 1.
 3. KV cache on vs off at 512 new tokens (one run each; at the 124M shape the uncached run, about 10 minutes,
    is estimated from full forwards timed at 5 lengths between 16 and 527 tokens, integrated over the 512 steps).
-Appends a section to bench/RESULTS.md unless --no-write.
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mie_lm.generation import generate  # noqa: E402
 from mie_lm.model import GPT, GPTConfig  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 
 SHAPES = {"4x128 (V 4096)": dict(n_layer=4, n_head=4, n_embd=128, block_size=1024, vocab_size=4096),
           "small (4x256, V 4096)": dict(n_layer=4, n_head=4, n_embd=256, block_size=1024, vocab_size=4096),
@@ -95,7 +94,8 @@ def main():
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    t_start, load = time.time(), os.getloadavg()
+    import transformers
+    t_start, info = time.time(), machine(transformers)
     lines = []
     big = "124M shape (12x768, V 8192)"
     rows = {name: compare(name, args.repeats, 256, loop=True) for name in list(SHAPES)[:2]}
@@ -128,16 +128,11 @@ def main():
         off = timed(ours(m, x, 512, use_cache=False)) if name != big else no_cache_estimate(m, 512)
         lines.append(f"| {name}{' (cache off estimated)' if name == big else ''} | {512 / on:,.1f} | {512 / off:,.1f} | **{off / on:.1f}x** |")
     lines += ["", f"Total bench time {time.time() - t_start:.0f} s."]
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    lscpu = [l for l in lscpu if l.split(":")[0] in ("Architecture", "CPU(s)", "Model name", "L2 cache", "L3 cache")]
-    import transformers
-    head = [f"## Generation (issue 5): `bench/generation_bench.py`, {time.strftime('%Y-%m-%d')}", "", "```", *lscpu, "```",
-            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"torch threads {args.threads}, load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}", ""]
+    head = [f"## Generation (issue 5): `bench/generation_bench.py`, {time.strftime('%Y-%m-%d')}", "", info, ""]
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.no_write:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f: f.write("\n" + text)
+        write_section("generation", text)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Usage: python bench/model_bench.py [--repeats 5] [--threads 1] [--no-write]
    the bytes autograd saves for the backward pass (unique storages seen by `saved_tensors_hooks`,
    parameters excluded) next to the analytical estimate below, for ours and for Hugging Face's model;
    plus the growth of peak RSS (Linux VmHWM, reset through /proc/self/clear_refs) in a fresh process.
-Appends a section to bench/RESULTS.md unless --no-write.
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 
 Analytical estimate (fp32, per token, Korthikanti et al. 2022 adapted to this model: fused attention,
 no dropout). Each block keeps its input to ln_1 (C), ln_1's output for c_attn (C), q, k, v (3C, one
@@ -24,8 +24,6 @@ log-sum-exp (4 + n_head). After the blocks: ln_f's input and output (2C + 2) and
 unfused attention and dropout masks.)
 """
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mie_lm.model import GPT, GPTConfig, PRESETS, lm_loss  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 
 MiB = 2**20
 
@@ -146,15 +146,6 @@ def memory():
     return out
 
 
-def machine():
-    "Machine facts for the report."
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.strip()
-    load = os.getloadavg()
-    return (f"```\n{lscpu}\n```\nPython {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {__import__('transformers').__version__}, torch threads {torch.get_num_threads()}, "
-            f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
-
-
 def fmt_mib(v): return f"{v:.1f} MiB" if isinstance(v, float) else v
 
 
@@ -162,13 +153,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable on shared machines)")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write bench/RESULTS.md")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.rss_child is not None: return rss_child(bool(a.rss_child))
     t0 = time.time()
-    info = machine()
+    import transformers
+    info = machine(transformers)
     hf = compare_with_hf(a.repeats)
     presets = preset_speeds(max(3, a.repeats // 2))
     mem = memory()
@@ -196,9 +188,7 @@ def main():
     report = "\n".join(lines)
     print(report)
     if not a.no_write:
-        results = ROOT / "bench" / "RESULTS.md"
-        header = "\n" if results.exists() else "# Benchmark results\n\n"
-        with open(results, "a") as f: f.write(header + report)
+        write_section("model", report)
 
 
 if __name__ == "__main__":

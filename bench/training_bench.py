@@ -7,19 +7,16 @@ Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--budgets 60,12
    (`GPT.to_hf_gpt2`; `model(input_ids, labels=input_ids)`, `AdamW`, `clip_grad_norm_`), in fp32 and with
    bf16 autocast. Tokens/s = tokens per step / step wall time; median over `--repeats` x `--steps` steps,
    the first 2 steps of each run discarded as warm-up; the four runs alternate within each repeat.
-2. Quality on the synthetic corpus: the notebook's demo budget (300 steps of 32 documents, `tiny`) and a
-   3x longer run, against the entropy floor and against the true source scored on the same validation
+2. Quality on the synthetic corpus: the notebook's demo budget (300 steps of 16 documents, `tiny`), the same
+   steps with batches of 32, and a 3x longer run at 32, against the entropy floor and against the true source scored on the same validation
    documents (a finite sample cannot reach the floor exactly).
 3. Real text (`python_docs`): validation bits/byte after each wall-clock budget in `--budgets` (seconds),
    `tiny` and `small` (each with a BPE tokenizer of its preset's vocabulary) for the first budget, then the
    better preset for the longer ones.
-Appends a section to bench/RESULTS.md unless --no-write.
+Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +31,8 @@ from mie_lm.data import LMDataset, PackedDataset  # noqa: E402
 from mie_lm.model import GPT, GPTConfig  # noqa: E402
 from mie_lm.tokenizer import BPETokenizer  # noqa: E402
 from mie_lm.training import Trainer, TrainingConfig, token_byte_lengths  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
 
 
 def trainer_tokens_per_s(model, data, precision, steps):
@@ -87,12 +86,12 @@ def source_bpb(corpus, docs):
     return bits / n_bytes
 
 
-def synthetic_quality(steps):
-    "Validation bits/byte of `tiny` on the synthetic corpus after `steps` steps (the notebook's settings otherwise)."
+def synthetic_quality(steps, batch_size):
+    "Validation bits/byte of `tiny` on the synthetic corpus after `steps` steps of `batch_size` documents (the notebook's settings otherwise)."
     syn = synthetic(); tok = BPETokenizer.train(syn.train, vocab_size=1024)
     tr, va = LMDataset(syn.train, tok, 128, progress=False), LMDataset(syn.valid, tok, 128, progress=False)
     torch.manual_seed(0)
-    cfg = TrainingConfig(max_steps=steps, warmup_steps=steps // 10, batch_size=32, lr=1e-2, weight_decay=0.0, eval_every=0,
+    cfg = TrainingConfig(max_steps=steps, warmup_steps=steps // 10, batch_size=batch_size, lr=1e-2, weight_decay=0.0, eval_every=0,
                          progress=False, device="cpu")
     r = Trainer(GPT(GPTConfig.from_preset("tiny", vocab_size=tok.vocab_size)), cfg, tr, va, token_byte_lengths(tok)).fit()
     return r["last_valid"]["valid_bpb"], r["elapsed"], syn.entropy_floor_bpb, source_bpb(syn, syn.valid)
@@ -113,13 +112,6 @@ def real_quality(preset, seconds):
     return r["last_valid"]["valid_bpb"], r["steps"], r["tokens"]
 
 
-def machine():
-    lscpu = subprocess.run("lscpu | head", shell=True, capture_output=True, text=True).stdout.rstrip()
-    import transformers
-    return (f"```\n{lscpu}\n```\nPython {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"torch threads {torch.get_num_threads()}, load average at start {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=5); p.add_argument("--repeats", type=int, default=3)
@@ -127,7 +119,8 @@ def main():
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    t_start, lines = time.time(), [f"## Training (issue 6): `bench/training_bench.py`, {time.strftime('%Y-%m-%d')}", "", machine(), ""]
+    import transformers
+    t_start, lines = time.time(), [f"## Training (issue 6): `bench/training_bench.py`, {time.strftime('%Y-%m-%d')}", "", machine(transformers), ""]
     tp = throughput(a.steps, a.repeats)
     lines += ["**Training throughput, `small`** (batch 8 x 256, AdamW + clipping, one optimizer step = forward + backward + update; "
               f"median of {a.repeats} x {a.steps} steps):", "", "| runner | precision | tokens/s |", "|---|---|---|"]
@@ -136,9 +129,9 @@ def main():
         lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[('mie_lm Trainer', prec)] / tp[('HF GPT2LMHeadModel, plain loop', prec)]:.2f}x** |")
     print("\n".join(lines), flush=True)
     rows = []
-    for steps in (300, 900):
-        bpb, secs, floor, src = synthetic_quality(steps)
-        rows.append(f"| {steps} x 32 docs{' (notebook demo)' if steps == 300 else ''} | {secs:.0f} s | {bpb:.4f} | {bpb / floor - 1:+.1%} | {bpb / src - 1:+.1%} |")
+    for steps, batch in ((300, 16), (300, 32), (900, 32)):
+        bpb, secs, floor, src = synthetic_quality(steps, batch)
+        rows.append(f"| {steps} x {batch} docs{' (notebook demo)' if (steps, batch) == (300, 16) else ''} | {secs:.0f} s | {bpb:.4f} | {bpb / floor - 1:+.1%} | {bpb / src - 1:+.1%} |")
         print(rows[-1], flush=True)
     lines += ["", f"**Synthetic corpus, `tiny`** (entropy floor {floor:.4f} bits/byte; the true source scores {src:.4f} on the 200 validation documents):", "",
               "| budget | training time | valid bits/byte | vs floor | vs source on same docs |", "|---|---|---|---|---|", *rows]
@@ -153,7 +146,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if not a.no_write:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f: f.write("\n" + text + "\n")
+        write_section("training", text)
 
 
 if __name__ == "__main__":
