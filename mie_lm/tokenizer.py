@@ -93,7 +93,8 @@ def encode_batch(self: BPETokenizer, texts: Sequence[str], add_bos: bool = False
     "Token ids of each text in `texts` (tokenized in parallel)."
     if isinstance(texts, str): raise ValueError("encode_batch takes a sequence of str, got a single str; use `encode`")
     texts = [_check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
-    encs = self.tk.encode_batch(texts, add_special_tokens=False)
+    fast = getattr(self.tk, "encode_batch_fast", self.tk.encode_batch)  # tokenizers >= 0.20: skips the unused offsets
+    encs = fast(texts, add_special_tokens=False)
     return [[self.bos_id] * add_bos + e.ids + [self.eos_id] * add_eos for e in encs]
 
 # %% ../nbs/00_tokenizer.ipynb
