@@ -183,6 +183,7 @@ def _texts(dataset: str | None, data_path: str | None, file: str | None, split: 
     if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
     return f"{corpus.name}/{split}", getattr(corpus, split)
 
+# %% ../nbs/08_cli.ipynb
 def evaluate_run(checkpoint, # run folder of `mie_lm train`
                  dataset: str | None = None, # corpus name (default: the built-in `python_docs`)
                  data_path: str | None = None, # files for `text_files`, local copy for `wikitext-*`
@@ -338,6 +339,7 @@ def _prompts(args) -> list[str]:
         prompts += [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
     return prompts
 
+# %% ../nbs/08_cli.ipynb
 def _run(args) -> dict | None:
     "Run the subcommand in `args`; return its report (None when it printed its own output)."
     if args.command == "train":
