@@ -7,29 +7,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import html
-import json
-import os
-import signal
-import sys
-import time
 import typing
 from pathlib import Path
 
-import torch
 from fastcore.docments import docments
 
-from .corpora import CORPORA, get_corpus
-from .data import PackedDataset
-from .evaluation import evaluate_dataset, token_table, save_token_html
-from .generation import SamplingConfig, generate, generate_text, stream_generate
-from .model import GPT, PRESETS, GPTConfig, resolve_device
-from .tokenizer import BPETokenizer
-from .training import Callback, Trainer, TrainingConfig, token_byte_lengths
+from .corpora import CORPORA
+from .generation import SamplingConfig
+from .model import PRESETS, GPTConfig
+from .runs import DEMO_PROMPTS, demo, evaluate_run, generate_run, load_run, train_run
+from .training import TrainingConfig
 
 # %% auto 0
-__all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'STRATEGIES', 'DEMO_PROMPTS', 'add_config_args', 'config_from_args',
-           'writable_dir', 'load_run', 'train_run', 'generate_run', 'evaluate_run', 'demo', 'build_parser', 'main']
+__all__ = ['add_config_args', 'config_from_args', 'build_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb
 def _converter(tp):
@@ -61,213 +51,6 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides):
     "An instance of dataclass `cls` from the flags in `args` that name its fields, then `overrides`."
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     return cls(**{**given, **overrides})
-
-# %% ../nbs/08_cli.ipynb
-RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder
-
-def writable_dir(path) -> Path:
-    "Create `path` if needed and check that files can be written in it; raise a clear `PermissionError` if not."
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".mie_lm_write_test"; probe.write_text(""); probe.unlink()
-    except OSError as e: raise PermissionError(f"output directory {str(path)!r} is not writable: {e.strerror or e}") from None
-    return path
-
-def load_run(path, device: str = "auto") -> tuple[GPT, BPETokenizer]:
-    "The model and tokenizer saved by `mie_lm train` in the run folder `path` (or its `model/` folder)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}: pass the --out folder of `mie_lm train`")
-    model_dir = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
-    tok_file = next((p for p in (path / TOKENIZER_FILE, model_dir.parent / TOKENIZER_FILE) if p.is_file()), None)
-    if tok_file is None: raise FileNotFoundError(f"no {TOKENIZER_FILE} in {str(path)!r}: is it a `mie_lm train` output folder?")
-    model = GPT.from_pretrained(model_dir, device=device)
-    return model.eval(), BPETokenizer.load(tok_file)
-
-# %% ../nbs/08_cli.ipynb
-class _StopOnInterrupt(Callback):
-    "Turn the first Ctrl-C into `trainer.stop(...)`, so the run ends after the step with a checkpoint."
-    def on_fit_start(self, trainer):
-        def handler(signum, frame):
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
-            trainer.stop("interrupted by Ctrl-C")
-        self.previous = signal.signal(signal.SIGINT, handler) if _in_main_thread() else None
-    def on_fit_end(self, trainer, result):
-        if self.previous is not None: signal.signal(signal.SIGINT, self.previous)
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-# %% ../nbs/08_cli.ipynb
-def _corpus(dataset: str, data_path: str | None):
-    "The corpus called `dataset`, reading `data_path` for the ones built from files."
-    if dataset not in CORPORA: raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(CORPORA))}")
-    if dataset == "text_files":
-        if not data_path: raise ValueError("dataset 'text_files' needs --data-path (a file, a folder or a glob)")
-        return get_corpus(dataset, paths=data_path)
-    if dataset.startswith("wikitext"): return get_corpus(dataset, path=data_path)
-    if data_path: raise ValueError(f"--data-path is only used by text_files and wikitext, not by {dataset!r}")
-    return get_corpus(dataset)
-
-def _tokenizer_for(out: Path, corpus, vocab_size: int, resume: bool) -> BPETokenizer:
-    "The run's tokenizer: the saved one when resuming, else a new one trained on `corpus.train`."
-    if resume:
-        if not (out / TOKENIZER_FILE).is_file(): raise FileNotFoundError(f"cannot resume: no {TOKENIZER_FILE} in {str(out)!r}")
-        return BPETokenizer.load(out / TOKENIZER_FILE)
-    tok = BPETokenizer.train(corpus.train, vocab_size=vocab_size)
-    tok.save(out / TOKENIZER_FILE)
-    return tok
-
-# %% ../nbs/08_cli.ipynb
-def train_run(out, # run folder to create (or to resume)
-              dataset: str = "python_docs", # a name in `mie_lm.corpora.CORPORA`
-              preset: str = "tiny", # a name in `mie_lm.model.PRESETS`
-              vocab_size: int = 2048, # tokenizer vocabulary size
-              data_path: str | None = None, # files for `text_files`, local copy for `wikitext-*`
-              resume: bool = False, # continue from the latest checkpoint in `out`
-              model: dict | None = None, # `GPTConfig` fields overriding the preset
-              training: TrainingConfig | None = None, # how to train (`out_dir` is set to `out`)
-              callbacks: list | None = None, # extra `Callback`s
-             ) -> dict:
-    "Train a tokenizer and a `GPT` on `dataset`; write the run folder `out`; return the training summary."
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    out, corpus = writable_dir(out), _corpus(dataset, data_path)
-    tok = _tokenizer_for(out, corpus, vocab_size, resume)
-    cfg = GPTConfig.from_preset(preset, **{**(model or {}), "vocab_size": tok.vocab_size})
-    tcfg = dataclasses.replace(training or TrainingConfig(), out_dir=str(out))
-    train_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "train", mode="random", seed=tcfg.seed)
-    valid_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "valid")
-    torch.manual_seed(tcfg.seed)
-    trainer = Trainer(GPT(cfg), tcfg, train_ds, valid_ds, token_byte_lengths(tok, cfg.vocab_size),
-                      [_StopOnInterrupt(), *(callbacks or [])])
-    if resume: trainer.resume(out)
-    result = trainer.fit()
-    trainer.model.save_pretrained(out / MODEL_DIR)
-    run = dict(dataset=dataset, data_path=data_path, preset=preset, vocab_size=tok.vocab_size, model=dataclasses.asdict(cfg),
-               training=dataclasses.asdict(tcfg), result=result)
-    (out / RUN_FILE).write_text(json.dumps(run, indent=1, default=str))
-    return {**result, "out": str(out), "history": trainer.history}
-
-# %% ../nbs/08_cli.ipynb
-def generate_run(checkpoint, # run folder of `mie_lm train`
-                 prompts: list[str], # texts to complete
-                 max_new_tokens: int = 50, # at most this many new tokens per prompt
-                 sampling: SamplingConfig | None = None, # how to choose tokens (default: greedy)
-                 seed: int = 0, # seed of the sampling generator
-                 stream: bool = False, # pass text pieces to `on_text` as they are generated (one prompt)
-                 on_text=None, # called with each new piece of text when streaming
-                 device: str = "auto") -> list[str]:
-    "Completions of `prompts` by the model of run folder `checkpoint`."
-    if not prompts: raise ValueError("no prompts: pass --prompt TEXT or --prompts-file FILE")
-    model, tok = load_run(checkpoint, device)
-    kw = dict(**dataclasses.asdict(sampling or SamplingConfig()), generator=torch.Generator(model.lm_head.weight.device).manual_seed(seed))
-    if not stream: return generate_text(model, tok, list(prompts), max_new_tokens=max_new_tokens, **kw)
-    if len(prompts) != 1: raise ValueError(f"streaming takes one prompt, got {len(prompts)}")
-    ids = torch.tensor([tok.encode(prompts[0]) or [tok.bos_id]], device=model.lm_head.weight.device)
-    new, shown = [], ""
-    for t in stream_generate(model, ids, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_id, tokenizer=tok, **kw):
-        new.append(int(t[0]))
-        text = tok.decode(new, skip_special_tokens=True)
-        if on_text is not None and not text.endswith("\ufffd"): on_text(text[len(shown):]); shown = text  # whole characters only
-    return [tok.decode(new, skip_special_tokens=True)]
-
-# %% ../nbs/08_cli.ipynb
-def _texts(dataset: str | None, data_path: str | None, file: str | None, split: str) -> tuple[str, list[str]]:
-    "A label and the texts to evaluate: the lines-or-paragraphs of `file`, or a corpus split."
-    if file:
-        path = Path(file)
-        if not path.is_file(): raise FileNotFoundError(f"no such file: {file!r}")
-        return path.name, [path.read_text(encoding="utf-8")]
-    corpus = _corpus(dataset or "python_docs", data_path)
-    if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
-    return f"{corpus.name}/{split}", getattr(corpus, split)
-
-# %% ../nbs/08_cli.ipynb
-def evaluate_run(checkpoint, # run folder of `mie_lm train`
-                 dataset: str | None = None, # corpus name (default: the built-in `python_docs`)
-                 data_path: str | None = None, # files for `text_files`, local copy for `wikitext-*`
-                 file: str | None = None, # evaluate this text file instead of a corpus
-                 split: str = "valid", # corpus split to score
-                 out=None, # folder for the table, plots and token page (None: write nothing)
-                 device: str = "auto") -> dict:
-    "Perplexity report of run `checkpoint` on a corpus split or a file; tables and plots go to `out`."
-    model, tok = load_run(checkpoint, device)
-    label, texts = _texts(dataset, data_path, file, split)
-    texts = [t for t in texts if len(tok.encode(t)) >= 1]
-    table, report = evaluate_dataset(model, tok, texts, progress=False)
-    summary = dict(data=label, perplexity=report.perplexity, bits_per_byte=report.bits_per_byte,
-                   byte_perplexity=report.byte_perplexity, word_perplexity=report.word_perplexity,
-                   tokens=report.n_tokens, bytes=report.n_bytes, words=report.n_words, window=report.window, stride=report.stride)
-    if out is not None: summary["files"] = _evaluation_files(writable_dir(out), model, tok, table, texts)
-    return summary
-
-def _evaluation_files(out: Path, model, tok, table, texts) -> list[str]:
-    "Write the per-sequence table, the perplexity histogram and a token-probability page to `out`."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from mie_lm.evaluation import plot_perplexity_hist
-    table.to_csv(out / "perplexity.csv", index=False)
-    ax = plot_perplexity_hist(table); ax.figure.savefig(out / "perplexity_hist.png", dpi=110, bbox_inches="tight"); plt.close(ax.figure)
-    sample = next(t for t in texts if len(tok.encode(t)) >= 2)[:600]
-    save_token_html(token_table(model, tok, sample[: 4 * model.config.block_size]), out / "token_probabilities.html")
-    return [str(out / f) for f in ("perplexity.csv", "perplexity_hist.png", "token_probabilities.html")]
-
-# %% ../nbs/08_cli.ipynb
-STRATEGIES = {  # name -> SamplingConfig shown side by side in the demo
-    "greedy": SamplingConfig(),
-    "temperature 0.8": SamplingConfig(do_sample=True, temperature=0.8),
-    "top-k 20": SamplingConfig(do_sample=True, top_k=20),
-    "top-p 0.9": SamplingConfig(do_sample=True, top_p=0.9),
-    "min-p 0.1": SamplingConfig(do_sample=True, min_p=0.1),
-}
-DEMO_PROMPTS = ("The return statement", "A class definition", "If the exception")
-
-def demo(out="runs/demo", # folder for the run, plots and report
-         minutes: float = 2.0, # total wall-clock budget; about 70% of it trains
-         preset: str = "tiny", # model size
-         max_new_tokens: int = 30, # tokens generated per prompt and strategy
-         progress: bool = True) -> dict:
-    "Train, evaluate and sample on the built-in corpus; write plots and `report.html` to `out`; return the summary."
-    t0, out = time.perf_counter(), writable_dir(out)
-    tcfg = TrainingConfig(max_steps=None, max_time=0.7 * 60 * minutes, warmup_steps=50, batch_size=16, lr=3e-3, schedule="cosine",
-                          min_lr=3e-4, eval_every=250, eval_batches=8, progress=progress)
-    res = train_run(out / "run", preset=preset, training=tcfg)
-    ev = evaluate_run(out / "run", out=out)
-    samples = {name: generate_run(out / "run", list(DEMO_PROMPTS), max_new_tokens, cfg, seed=0) for name, cfg in STRATEGIES.items()}
-    files = ev.pop("files") + _demo_plots(out, res["history"], out / "run")
-    summary = dict(steps=res["steps"], train_seconds=round(res["elapsed"], 1), stop_reason=res["stop_reason"],
-                   valid_bits_per_byte=round(ev["bits_per_byte"], 4), valid_perplexity=round(ev["perplexity"], 2))
-    report = _write_report(out, summary, samples, files)
-    return dict(summary, seconds=round(time.perf_counter() - t0, 1), report=str(report), samples=samples, files=files)
-
-# %% ../nbs/08_cli.ipynb
-def _demo_plots(out: Path, history: list, run) -> list[str]:
-    "Loss curve and an attention grid of the trained model, as PNG files in `out`."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from mie_lm.evaluation import attention_maps, plot_all_heads
-    from mie_lm.training import plot_history
-    axes = plot_history(history); axes[0].figure.savefig(out / "loss.png", dpi=110, bbox_inches="tight"); plt.close(axes[0].figure)
-    model, tok = load_run(run)
-    fig = plot_all_heads(*attention_maps(model, tok, "def f(x):\n    return x + 1"), size=2.5)
-    fig = fig if hasattr(fig, "savefig") else plt.gcf()
-    fig.savefig(out / "attention.png", dpi=90, bbox_inches="tight"); plt.close(fig)
-    return [str(out / "loss.png"), str(out / "attention.png")]
-
-def _write_report(out: Path, summary: dict, samples: dict, files: list[str]) -> Path:
-    "A small standalone `report.html`: the summary, the samples side by side, and the plots."
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-    head = "".join(f"<th>{html.escape(p)}</th>" for p in DEMO_PROMPTS)
-    body = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td><pre>{html.escape(p + c)}</pre></td>" for p, c in zip(DEMO_PROMPTS, cs)) + "</tr>"
-                   for n, cs in samples.items())
-    imgs = "".join(f'<figure><img src="{Path(f).name}" style="max-width:100%"><figcaption>{Path(f).name}</figcaption></figure>'
-                   for f in files if f.endswith(".png"))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mie_lm demo</title></head><body>"
-            f"<h1>mie_lm demo</h1><table>{rows}</table><h2>Samples</h2><table border=1><tr><th></th>{head}</tr>{body}</table>"
-            f"<h2>Plots</h2>{imgs}<p><a href='token_probabilities.html'>token probabilities</a></p></body></html>")
-    (out / "report.html").write_text(page, encoding="utf-8")
-    return out / "report.html"
 
 # %% ../nbs/08_cli.ipynb
 def _add_train(sub):
