@@ -19,44 +19,71 @@ import numpy as np
 from fastcore.basics import patch
 
 # %% auto 0
-__all__ = ['WIKITEXT_CONFIGS', 'CORPORA', 'Corpus', 'stationary', 'entropy_rate_bits', 'bytes_per_word', 'MarkovSource',
-           'synthetic', 'python_docs', 'text_files', 'wikitext', 'get_corpus']
+__all__ = ['PIECE_CHARS', 'WIKITEXT_CONFIGS', 'CORPORA', 'Corpus', 'stationary', 'entropy_rate_bits', 'bytes_per_word',
+           'MarkovSource', 'synthetic', 'python_docs', 'text_files', 'wikitext', 'get_corpus']
 
 # %% ../nbs/01_corpora.ipynb
+PIECE_CHARS = 2 ** 16  # longest string a corpus holds: longer documents are stored as consecutive pieces
+
 @dataclass
 class Corpus:
-    "A named text corpus: lists of `train` and `valid` documents."
+    "A named text corpus: `train` and `valid` texts, each a document or a piece of one (see `train_ends`)."
     name: str  # short identifier, used in cache keys and reports
-    train: list[str]  # training documents
-    valid: list[str]  # validation documents, never trained on
+    train: list[str]  # training texts
+    valid: list[str]  # validation texts, never trained on
     description: str = ""  # one line on where the text comes from
     meta: dict = field(default_factory=dict)  # extra facts about the corpus (source files, generator settings)
     entropy_floor_bpb: float | None = None  # best possible loss in bits per byte, when known (synthetic text)
+    train_ends: list[bool] | None = None  # False where `train[i]` continues in `train[i+1]`; None: every text is a document
+    valid_ends: list[bool] | None = None  # the same for `valid`
 
     def __post_init__(self):
         for split in ("train", "valid"):
-            docs = getattr(self, split)
+            docs, ends = getattr(self, split), getattr(self, f"{split}_ends")
             if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
                 raise ValueError(f"Corpus {self.name!r}: {split} must be a list of str")
+            if ends is not None and (len(ends) != len(docs) or (ends and not ends[-1])):
+                raise ValueError(f"Corpus {self.name!r}: {split}_ends needs one flag per text ({len(docs)}), the last True")
 
-    @property
-    def train_bytes(self) -> int: return sum(len(d.encode("utf-8")) for d in self.train)
-    @property
-    def valid_bytes(self) -> int: return sum(len(d.encode("utf-8")) for d in self.valid)
-    def __repr__(self):
-        return (f"Corpus({self.name!r}: {len(self.train)} train docs / {self.train_bytes:,} bytes, "
-                f"{len(self.valid)} valid docs / {self.valid_bytes:,} bytes)")
+# %% ../nbs/01_corpora.ipynb
+@patch
+def ends(self: Corpus, split: str) -> list[bool]:
+    "For each text of `split` (`'train'` or `'valid'`): does a document end with it?"
+    if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
+    ends = getattr(self, f"{split}_ends")
+    return [True] * len(getattr(self, split)) if ends is None else list(ends)
+
+@patch
+def documents(self: Corpus, split: str):
+    "The whole documents of `split`, each made of its consecutive pieces (a generator)."
+    piece = []
+    for text, end in zip(getattr(self, split), self.ends(split)):
+        piece.append(text)
+        if end: yield "".join(piece); piece = []
+
+# %% ../nbs/01_corpora.ipynb
+@patch(as_prop=True)
+def train_bytes(self: Corpus) -> int: return sum(len(d.encode("utf-8")) for d in self.train)
+@patch(as_prop=True)
+def valid_bytes(self: Corpus) -> int: return sum(len(d.encode("utf-8")) for d in self.valid)
+@patch
+def __repr__(self: Corpus):
+    n = {s: sum(self.ends(s)) for s in ("train", "valid")}
+    pieces = "" if self.train_ends is None and self.valid_ends is None else f" in {len(self.train)} + {len(self.valid)} pieces"
+    return (f"Corpus({self.name!r}: {n['train']} train docs / {self.train_bytes:,} bytes, "
+            f"{n['valid']} valid docs / {self.valid_bytes:,} bytes{pieces})")
 
 # %% ../nbs/01_corpora.ipynb
 @patch(as_prop=True)
 def fingerprint(self: Corpus) -> str:
-    "Short SHA-256 of `name` and every document: equal fingerprints mean identical text and splits."
+    "Short SHA-256 of `name` and every text: equal fingerprints mean identical text, splits and documents."
     h = hashlib.sha256(self.name.encode())
-    for docs in (self.train, self.valid):
+    for docs, ends in ((self.train, self.train_ends), (self.valid, self.valid_ends)):
         h.update(b"\x00split")
         for d in docs:
             b = d.encode("utf-8")
-            h.update(len(b).to_bytes(8, "little")); h.update(b)  # the length keeps document boundaries in the hash
+            h.update(len(b).to_bytes(8, "little")); h.update(b)  # the length keeps text boundaries in the hash
+        if ends is not None: h.update(bytes(ends))  # pieces of one document differ from separate documents
     return h.hexdigest()[:16]
 
 # %% ../nbs/01_corpora.ipynb
@@ -229,31 +256,65 @@ def _read_text(path: Path, encoding: str) -> str:
         raise ValueError(f"{str(path)!r} is not valid {encoding}: byte {data[e.start:e.start + 1]!r} at offset {e.start}; "
                          f"pass encoding='latin-1' (or the file's real encoding)") from None
 
-def _split_tail(docs: list[str], valid_frac: float) -> tuple[list[str], list[str]]:
-    "Split `docs` so that the trailing ones holding about `valid_frac` of the bytes form the second part."
-    sizes, held, cut = [len(d.encode("utf-8")) for d in docs], 0, len(docs)
-    while cut > 1 and held < valid_frac * sum(sizes): cut -= 1; held += sizes[cut]
-    return docs[:cut], docs[cut:]
+# %% ../nbs/01_corpora.ipynb
+def _clean_cut(text: str, i: int) -> bool:
+    "Whether cutting `text` at `i` falls on a pre-token boundary: before `' word'` or after a line break."
+    a, b = text[max(i - 2, 0):i], text[i:i + 2]
+    if len(a) < 2 or len(b) < 2: return False
+    if b[0] == " ": return not a[1].isspace() and not b[1].isspace()  # "word| next"
+    if a[1] == "\n": return not a[0].isspace() and (not b[0].isspace() or (b[0] == "\n" and not b[1].isspace()))  # "end\n|next", "end\n|\nnext"
+    return False
+
+def _cut_point(text: str, hi: int, lo: int) -> int:
+    "The last clean cut of `text` in `[lo, hi]`, after a line break if there is one, else `hi`."
+    for sep, shift in (("\n", 1), (" ", 0)):
+        j = hi + 1 - shift
+        while (j := text.rfind(sep, lo, j)) >= lo:
+            if _clean_cut(text, j + shift): return j + shift
+    return hi
+
+def _pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
+    "`text` cut at clean points into consecutive pieces of at most `size` characters."
+    out, start = [], 0
+    while len(text) - start > size:
+        cut = _cut_point(text, start + size, start + size // 2)
+        out.append(text[start:cut]); start = cut
+    return out + [text[start:]]
+
+# %% ../nbs/01_corpora.ipynb
+def _split_file(text: str, valid_frac: float) -> tuple[str, str]:
+    "`text` cut at a clean point into a head and a tail holding about `valid_frac` of it (both non-empty if it can)."
+    if len(text) < 2: return text, ""
+    target = min(max(round(len(text) * (1 - valid_frac)), 1), len(text) - 1)
+    cut = _cut_point(text, target, max(1, target - max(len(text) - target, PIECE_CHARS)))
+    return text[:cut], text[cut:]
+
+def _add_document(texts: list[str], ends: list[bool], doc: str):
+    "Append `doc` to `texts` as pieces, marking its last piece in `ends`."
+    if not doc: return
+    parts = _pieces(doc)
+    texts += parts; ends += [False] * (len(parts) - 1) + [True]
 
 # %% ../nbs/01_corpora.ipynb
 def text_files(paths,  # a file, folder or glob, or a list of them
                encoding: str = "utf-8",  # text encoding of every file
-               valid_frac: float = 0.1,  # fraction of each file's bytes (its last paragraphs) held out
+               valid_frac: float = 0.1,  # fraction of each file (its tail) held out for validation
                pattern: str = "*.txt",  # file pattern used inside folders (`"**/*.txt"` to recurse)
                name: str = "text_files",  # corpus name, used in reports and cache file names
               ) -> Corpus:
-    "A `Corpus` of the paragraphs of text files, the tail of each file held out for validation."
+    "A `Corpus` with one document per text file, exactly as written; the tail of each file is held out."
     if not 0 < valid_frac < 1: raise ValueError(f"valid_frac must be in (0, 1), got {valid_frac!r}")
-    files, train, valid = _resolve_paths(paths, pattern), [], []
+    files, train, valid, train_ends, valid_ends = _resolve_paths(paths, pattern), [], [], [], []
     for f in files:
         text = _read_text(f, encoding)
-        docs = _paragraphs(text)
-        if len(docs) == 1: docs = [l for l in text.splitlines() if l.strip()]  # no blank lines: one line per document
-        tr, va = _split_tail(docs, valid_frac)
-        train += tr; valid += va
-    if not train: raise ValueError(f"the files {[str(f) for f in files]} hold no text")
-    return Corpus(name, train, valid, meta=dict(files=[str(f) for f in files]),
-                  description=f"{len(files)} text file(s) read as {encoding}")
+        if not text.strip(): continue  # nothing to learn from a blank file
+        head, tail = _split_file(text, valid_frac)
+        _add_document(train, train_ends, head); _add_document(valid, valid_ends, tail)
+    names = [str(f) for f in files]
+    if not train: raise ValueError(f"the files {names} hold no text")
+    if not valid: raise ValueError(f"the files {names} are too short to hold out any validation text")
+    return Corpus(name, train, valid, meta=dict(files=names), train_ends=train_ends, valid_ends=valid_ends,
+                  description=f"{len(files)} text file(s) read as {encoding}, one document each")
 
 # %% ../nbs/01_corpora.ipynb
 WIKITEXT_CONFIGS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1", "wikitext-2-v1", "wikitext-103-v1")

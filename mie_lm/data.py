@@ -26,9 +26,9 @@ from .tokenizer import BPETokenizer
 _log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['IGNORE_INDEX', 'MAX_IN_MEMORY_BYTES', 'next_token_pairs', 'plot_shift', 'LMDataset', 'collate_lm', 'plot_doc_lengths',
-           'token_dtype', 'pack_tokens', 'default_cache_dir', 'packed_tokens', 'PackedDataset', 'lm_dataloader',
-           'corpus_stats']
+__all__ = ['IGNORE_INDEX', 'CHUNK_CHARS', 'MAX_IN_MEMORY_BYTES', 'next_token_pairs', 'plot_shift', 'LMDataset', 'collate_lm',
+           'plot_doc_lengths', 'token_dtype', 'pack_tokens', 'default_cache_dir', 'packed_tokens', 'PackedDataset',
+           'lm_dataloader', 'corpus_stats']
 
 # %% ../nbs/02_data.ipynb
 IGNORE_INDEX = -100  # label value that `torch.nn.functional.cross_entropy` skips (its default `ignore_index`)
@@ -75,14 +75,30 @@ def _check_tokenizer(tok) -> BPETokenizer:
     return tok
 
 # %% ../nbs/02_data.ipynb
+CHUNK_CHARS = 2 ** 22  # most characters tokenized in one `encode_batch` call: bounds its memory
+
+def _batches(items, max_items: int, max_chars: int):
+    "Lists of consecutive `(text, end)` `items` with at most `max_items` entries and about `max_chars` characters."
+    batch, n = [], 0
+    for item in items:
+        batch.append(item); n += len(item[0])
+        if len(batch) >= max_items or n >= max_chars: yield batch; batch, n = [], 0
+    if batch: yield batch
+
 def _encode_chunks(docs: Iterable[str], tok: BPETokenizer, add_bos: bool, add_eos: bool,
-                   chunk_docs: int = 1024, progress: bool = True, total: int | None = None):
-    "Yield the token ids of `docs`, `chunk_docs` documents at a time, with a progress bar over documents."
-    it, total = iter(docs), total if total is not None else (len(docs) if hasattr(docs, "__len__") else None)
-    with tqdm(total=total, unit="doc", desc="tokenizing", disable=not progress, leave=False) as bar:
-        while chunk := list(itertools.islice(it, chunk_docs)):
-            yield tok.encode_batch(chunk, add_bos=add_bos, add_eos=add_eos)
-            bar.update(len(chunk))
+                   chunk_docs: int = 1024, progress: bool = True, total: int | None = None,
+                   ends: Iterable[bool] | None = None, chunk_chars: int = CHUNK_CHARS):
+    "Yield the token ids of `docs` batch by batch, BOS/EOS only at the document boundaries given by `ends`."
+    total = total if total is not None else (len(docs) if hasattr(docs, "__len__") else None)
+    items = zip(docs, itertools.repeat(True) if ends is None else ends, strict=ends is not None)
+    starts = True  # does the next text start a document?
+    with tqdm(total=total, unit="text", desc="tokenizing", disable=not progress, leave=False) as bar:
+        for batch in _batches(items, chunk_docs, chunk_chars):
+            out = []
+            for ids, (_, end) in zip(tok.encode_batch([t for t, _ in batch]), batch):
+                out.append([tok.bos_id] * (add_bos and starts) + ids + [tok.eos_id] * (add_eos and end)); starts = end
+            yield out
+            bar.update(len(batch))
 
 # %% ../nbs/02_data.ipynb
 class LMDataset(Dataset):
@@ -140,23 +156,25 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2 ** 16 else np.uint32)
 
 # %% ../nbs/02_data.ipynb
-def pack_tokens(docs: Iterable[str],  # documents (any iterable: a list, or a generator reading files)
+def pack_tokens(docs: Iterable[str],  # texts (any iterable: a list, or a generator reading files)
                 tok: BPETokenizer,  # tokenizer with `<|eos|>`
                 path=None,  # write the stream to this file and memory-map it (default: keep it in memory)
                 add_bos: bool = False,  # also put `<|bos|>` before each document
-                chunk_docs: int = 1024,  # documents tokenized per `encode_batch` call
+                chunk_docs: int = 1024,  # most texts tokenized per `encode_batch` call
                 progress: bool = True,  # show a progress bar
+                ends: Iterable[bool] | None = None,  # per text: does a document end there? (default: every text is one)
                ) -> np.ndarray:
-    "One token stream of `docs`, each followed by `<|eos|>`: in memory, or written to `path` and memory-mapped."
-    dtype, n_tokens, n_docs, parts = token_dtype(_check_tokenizer(tok).vocab_size), 0, 0, []
+    "One token stream of `docs`, `<|eos|>` after each document: in memory, or written to `path` and memory-mapped."
+    dtype, n_tokens, n_text, n_docs, parts = token_dtype(_check_tokenizer(tok).vocab_size), 0, 0, 0, []
     tmp = None if path is None else Path(path).with_name(Path(path).name + ".tmp")
     with (open(tmp, "wb") if tmp else _NullFile()) as f:
-        for chunk in _encode_chunks(docs, tok, add_bos, True, chunk_docs, progress):
+        for chunk in _encode_chunks(docs, tok, add_bos, True, chunk_docs, progress, ends=ends):
             arr = np.fromiter(itertools.chain.from_iterable(chunk), dtype=dtype)
             n_tokens, n_docs = n_tokens + len(arr), n_docs + len(chunk)
+            n_text += int(np.count_nonzero((arr != tok.bos_id) & (arr != tok.eos_id)))
             if tmp: f.write(arr.tobytes())
             else: parts.append(arr)
-    if n_tokens == n_docs * (1 + add_bos):
+    if n_text == 0:
         if tmp: tmp.unlink()
         raise ValueError(f"empty corpus: the {n_docs} documents hold no text")
     if not tmp: return np.concatenate(parts)
@@ -190,15 +208,15 @@ def packed_tokens(corpus: Corpus, tok: BPETokenizer,
                  ) -> np.ndarray:
     "The packed token stream of `corpus`'s `split`, from the on-disk cache when it is there."
     if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
-    docs = getattr(corpus, split)
+    docs, ends = getattr(corpus, split), corpus.ends(split)
     if cache_dir is None and sum(len(d) for d in docs) > max_in_memory_bytes: cache_dir = default_cache_dir()  # chars <= bytes
-    if cache_dir is None: return pack_tokens(docs, tok, add_bos=add_bos, progress=progress)
+    if cache_dir is None: return pack_tokens(docs, tok, add_bos=add_bos, progress=progress, ends=ends)
     path = _cache_path(corpus, split, _check_tokenizer(tok), add_bos, cache_dir)
     if path.is_file():
         _log.info("packed tokens from cache %s", path)
         return np.memmap(path, dtype=token_dtype(tok.vocab_size), mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return pack_tokens(docs, tok, path=path, add_bos=add_bos, progress=progress)
+    return pack_tokens(docs, tok, path=path, add_bos=add_bos, progress=progress, ends=ends)
 
 # %% ../nbs/02_data.ipynb
 class PackedDataset(Dataset):
@@ -278,6 +296,6 @@ def corpus_stats(corpora: Sequence[Corpus], tok: BPETokenizer) -> "pandas.DataFr
         for split in ("train", "valid"):
             docs = getattr(c, split)
             n_bytes, n_tokens = sum(len(d.encode("utf-8")) for d in docs), sum(map(len, tok.encode_batch(docs)))
-            rows.append(dict(corpus=c.name, split=split, documents=len(docs), bytes=n_bytes, tokens=n_tokens,
+            rows.append(dict(corpus=c.name, split=split, documents=sum(c.ends(split)), bytes=n_bytes, tokens=n_tokens,
                              bytes_per_token=n_bytes / max(n_tokens, 1), floor_bpb=c.entropy_floor_bpb))
     return pd.DataFrame(rows)

@@ -83,7 +83,8 @@ def test_undecodable_file_is_named(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe then")
     with pytest.raises(ValueError, match="bad.txt' is not valid utf-8: byte b'\\\\xff' at offset 3"):
         text_files(tmp_path)
-    assert text_files(tmp_path / "bad.txt", encoding="latin-1").train == ["ok ÿþ then"]
+    c = text_files(tmp_path / "bad.txt", encoding="latin-1")
+    assert c.train + c.valid == ["ok ÿþ", " then"]
 
 
 def test_text_files_recursive_glob(tmp_path):
@@ -91,8 +92,79 @@ def test_text_files_recursive_glob(tmp_path):
     (tmp_path / "a" / "b" / "deep.txt").write_text("p1\n\np2\n\np3")
     (tmp_path / "top.txt").write_text("only line")
     c = text_files(tmp_path, pattern="**/*.txt")
-    assert sorted(c.train + c.valid) == ["only line", "p1", "p2", "p3"] and c.valid == ["p3"]
+    assert c.meta["files"] == [str(tmp_path / "a" / "b" / "deep.txt"), str(tmp_path / "top.txt")]
+    assert [a + b for a, b in zip(c.documents("train"), c.documents("valid"))] == ["p1\n\np2\n\np3", "only line"]
     assert text_files(str(tmp_path / "**" / "*.txt")).train == c.train
+
+
+# ---- a file is modelled as it is -------------------------------------------------------------------
+
+LAYOUT = "Title\r\n\r\n  indented verse,\n\tand a tab;\n\n\n\nthree blank lines, trailing spaces   \n\nend\n\n"
+
+
+@pytest.mark.parametrize("reps", [1, 40, 3000])  # tiny, one piece, many pieces
+def test_packed_stream_decodes_to_the_exact_file(tok, tmp_path, reps):
+    f = tmp_path / "layout.txt"
+    f.write_bytes(LAYOUT.encode() * reps)
+    c = text_files(f)
+    streams = [packed_tokens(c, tok, split=s, progress=False) for s in ("train", "valid")]
+    for s in streams:  # one stream per split: a single EOS, at its end, and no BOS
+        assert s[-1] == tok.eos_id and (s == tok.eos_id).sum() == 1 and (s == tok.bos_id).sum() == 0
+    assert (tok.decode(streams[0][:-1]) + tok.decode(streams[1][:-1])).encode() == f.read_bytes()
+    assert streams[0][:-1].tolist() + streams[1][:-1].tolist() == tok.encode(f.read_bytes().decode())  # the whole file's tokens
+    assert max(map(len, c.train + c.valid)) <= 2 ** 16
+
+
+def test_separate_files_stay_separate_documents(tok, tmp_path):
+    for i in range(3): (tmp_path / f"f{i}.txt").write_text(f"file {i}\n\n" * 50)
+    c = text_files(tmp_path)
+    s = packed_tokens(c, tok, progress=False, add_bos=True)
+    assert (s == tok.eos_id).sum() == 3 and (s == tok.bos_id).sum() == 3
+    docs = tok.decode(s).split("<|eos|>")[:-1]
+    assert [d.removeprefix("<|bos|>") for d in docs] == list(c.documents("train"))
+    assert all(d.startswith(f"file {i}") for i, d in enumerate(c.documents("train")))
+
+
+def test_split_is_a_contiguous_tail(tmp_path):
+    text = "".join(f"Line {i} of the file.\n" for i in range(1000))
+    (tmp_path / "t.txt").write_text(text)
+    c = text_files(tmp_path / "t.txt", valid_frac=0.2)
+    (head,), (tail,) = c.documents("train"), c.documents("valid")
+    assert head + tail == text and tail.startswith("Line ") and 0.19 < len(tail) / len(text) < 0.21
+
+
+def test_single_line_file_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    words = rng.choice(["lorem", "ipsum", "dolor", "sit", "amet,", "x7"], 48_000)
+    (tmp_path / "flat.txt").write_text(" ".join(words))  # about 240 kB and no newline at all
+    c = text_files(tmp_path / "flat.txt")
+    assert c.valid and c.train and len(c.train) > 1 and sum(c.ends("train")) == 1
+    tok = BPETokenizer.train(c.train, vocab_size=300)
+    ds = PackedDataset.from_corpus(c, tok, 64, "valid")
+    assert len(ds) > 10
+
+
+def test_pieces_and_ends_are_checked(tok):
+    with pytest.raises(ValueError, match="valid_ends needs one flag per text"):
+        Corpus("c", ["a"], ["b", "c"], valid_ends=[True])
+    with pytest.raises(ValueError, match="train_ends needs .* the last True"):
+        Corpus("c", ["a", "b"], [], train_ends=[True, False])
+    with pytest.raises(ValueError):  # a flag list that does not match the texts
+        pack_tokens(["a", "b"], tok, ends=[True], progress=False)
+    c = Corpus("c", ["a", " b", "c"], ["d"], train_ends=[False, True, True])
+    assert pack_tokens(c.train, tok, ends=c.ends("train"), add_bos=True, progress=False).tolist() == \
+        tok.encode("a b", add_bos=True, add_eos=True) + tok.encode("c", add_bos=True, add_eos=True)
+    assert list(c.documents("train")) == ["a b", "c"] and "2 train docs" in repr(c)
+    assert c.fingerprint != Corpus("c", ["a", " b", "c"], ["d"]).fingerprint
+
+
+def test_too_little_text(tmp_path):
+    (tmp_path / "one.txt").write_text("x")
+    with pytest.raises(ValueError, match="too short to hold out any validation text"):
+        text_files(tmp_path / "one.txt")
+    (tmp_path / "blank.txt").write_text(" \n\n ")
+    with pytest.raises(ValueError, match="hold no text"):
+        text_files(tmp_path / "blank.txt")
 
 
 def test_bad_loader_and_split_args(tok):
