@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,19 +22,22 @@ SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>")  # ids 0, 1, 2 in every train
 N_BYTES = 256  # size of the byte alphabet: every string is a sequence of these
 
 class BPETokenizer:
-    "Byte-level BPE tokenizer (a `tokenizers.Tokenizer`) with `<|bos|>`, `<|eos|>` and `<|pad|>`."
-    def __init__(self, tokenizer: Tokenizer):  # a byte-level BPE `tokenizers.Tokenizer`
-        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
-        if missing: raise ValueError(f"tokenizer lacks the special tokens {missing}; train it with `BPETokenizer.train`")
-        self.tk = tokenizer
+    "Byte-level BPE tokenizer (a `tokenizers.Tokenizer`) with beginning, end and padding tokens."
+    def __init__(self, tokenizer: Tokenizer,  # a byte-level BPE `tokenizers.Tokenizer`
+                 special_tokens: Sequence[str] = SPECIAL_TOKENS,  # texts of the (bos, eos, pad) tokens in its vocabulary
+                ):
+        missing = [t for t in special_tokens if tokenizer.token_to_id(t) is None]
+        if len(special_tokens) != 3 or missing:
+            raise ValueError(f"tokenizer lacks the special tokens {missing or special_tokens!r}; train it with `BPETokenizer.train`")
+        self.tk, self.special_tokens = tokenizer, tuple(special_tokens)
         self.tk.encode_special_tokens = True  # text is always literal: "<|eos|>" in text is not a control token
 
     @property
-    def bos_id(self) -> int: return self.tk.token_to_id("<|bos|>")
+    def bos_id(self) -> int: return self.tk.token_to_id(self.special_tokens[0])
     @property
-    def eos_id(self) -> int: return self.tk.token_to_id("<|eos|>")
+    def eos_id(self) -> int: return self.tk.token_to_id(self.special_tokens[1])
     @property
-    def pad_id(self) -> int: return self.tk.token_to_id("<|pad|>")
+    def pad_id(self) -> int: return self.tk.token_to_id(self.special_tokens[2])
     @property
     def vocab_size(self) -> int: return self.tk.get_vocab_size()
     def __len__(self): return self.vocab_size
@@ -146,12 +148,14 @@ def save(self: BPETokenizer, path) -> Path:
     return path
 
 @patch(cls_method=True)
-def load(cls: BPETokenizer, path) -> BPETokenizer:
-    "Load a tokenizer saved by `save` (a `tokenizer.json` file or its directory)."
+def load(cls: BPETokenizer, path,  # a `tokenizer.json` file, or the directory holding one
+         special_tokens: Sequence[str] = SPECIAL_TOKENS,  # texts of the (bos, eos, pad) tokens
+        ) -> BPETokenizer:
+    "Load a tokenizer saved by `save` (or any byte-level BPE `tokenizer.json` with the three `special_tokens`)."
     path = Path(path)
     if path.is_dir(): path = path / "tokenizer.json"
     if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
-    try: return cls(Tokenizer.from_file(str(path)))
+    try: return cls(Tokenizer.from_file(str(path)), special_tokens)
     except Exception as e:
         if isinstance(e, ValueError) and "special tokens" in str(e): raise
         raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from None
