@@ -2,6 +2,7 @@
 """Packing benchmark for `mie_lm.data` (issue 3): throughput and peak memory. Not a test.
 
 Usage: python bench/data_bench.py [--mb 10] [--repeats 3] [--cap-mb 10] [--no-write]
+       python bench/data_bench.py --single-line-mb 50 [--no-write]   (part 3 only)
 1. Throughput: pack ~10 MB of text (the built-in `python_docs` corpus repeated) with a 4k-vocab tokenizer,
    in memory and to a memory-mapped file; report MB/s of UTF-8 text, the median of `--repeats` runs, next to
    the raw `tokenizers` `encode_batch` rate (the ceiling: tokenizing is the whole cost), and MB per CPU-second
@@ -10,7 +11,12 @@ Usage: python bench/data_bench.py [--mb 10] [--repeats 3] [--cap-mb 10] [--no-wr
    generator, once to a memmap file and once in memory; report the tracemalloc peak (Python and NumPy
    allocations) and the growth of the peak RSS over the RSS after imports (Linux VmHWM, reset through
    /proc/self/clear_refs; includes the Rust tokenizer's memory).
-Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
+3. A single-line file (`--single-line-mb`, default 50 MB: `python_docs` text with every run of whitespace
+   made one space, repeated, and no newline anywhere), in a fresh process: `text_files` reads it, a
+   BPE tokenizer (`--vocab-single`, default 2048 like `mie_lm train`) is trained on `corpus.train`, and
+   both splits are packed; report the peak RSS of the whole process (`ru_maxrss`, imports included) and
+   the seconds of each stage. Target: at most 1.5 GB.
+Writes its sections of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
 import json
@@ -96,6 +102,52 @@ def peak_memory(tok_path: Path, cap_mb: float) -> list[dict]:
     return res
 
 
+_SINGLE = r"""
+import json, resource, sys, time
+t = {{}}
+t0 = time.perf_counter()
+from mie_lm.corpora import text_files
+from mie_lm.data import packed_tokens
+from mie_lm.tokenizer import BPETokenizer
+def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+t["import"] = (time.perf_counter() - t0, peak_mb()); t0 = time.perf_counter()
+c = text_files({path!r})
+t["text_files"] = (time.perf_counter() - t0, peak_mb()); t0 = time.perf_counter()
+tok = BPETokenizer.train(c.train, vocab_size={vocab})
+t["tokenizer training"] = (time.perf_counter() - t0, peak_mb()); t0 = time.perf_counter()
+n = {{s: int(len(packed_tokens(c, tok, split=s, progress=False))) for s in ("train", "valid")}}
+t["packing"] = (time.perf_counter() - t0, peak_mb())
+print(json.dumps(dict(stages=t, tokens=n, pieces=[len(c.train), len(c.valid)], docs=[sum(c.ends("train")), sum(c.ends("valid"))])))
+"""
+
+
+def single_line(mb: float, vocab: int) -> dict:
+    "Peak RSS of `text_files` + tokenizer training + packing of an `mb` MB single-line file, in a fresh process."
+    import re
+    flat = re.sub(r"\s+", " ", " ".join(repeated_docs(int(2 * MB))))  # 2 MB of prose, one line
+    path = Path(tempfile.mkdtemp()) / "single_line.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(-(-int(mb * MB) // len(flat.encode()))): f.write(flat + " ")  # ceil: at least mb MB
+    out = subprocess.run([sys.executable, "-c", _SINGLE.format(path=str(path), vocab=vocab)], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    res.update(file_mb=path.stat().st_size / MB, newlines=0, vocab=vocab)
+    path.unlink()
+    return res
+
+
+def report_single(r: dict, info: str) -> str:
+    peak = max(mb for _, mb in r["stages"].values())
+    lines = [f"## Data: a single-line file (`bench/data_bench.py --single-line-mb`, {time.strftime('%Y-%m-%d')})", "", info, "",
+             f"A {r['file_mb']:.1f} MB file with no newline (`python_docs` prose, whitespace collapsed, repeated) read by "
+             f"`text_files` ({r['docs'][0]} + {r['docs'][1]} documents stored in {r['pieces'][0]} + {r['pieces'][1]} pieces), "
+             f"a {r['vocab']}-token BPE trained on it, both splits packed ({r['tokens']['train']:,} + {r['tokens']['valid']:,} tokens), "
+             f"in one fresh process. **Peak RSS {peak / 1024:.2f} GiB** (target: at most 1.5 GB).", "",
+             "| stage | seconds | peak RSS after it (MiB) |", "|---|---|---|"]
+    lines += [f"| {k} | {s:.1f} | {mb:.0f} |" for k, (s, mb) in r["stages"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def report(tp: dict, mem: list[dict], cap_mb: float, vocab: int, info: str) -> str:
     lines = [f"## Data: packing throughput and memory (`bench/data_bench.py`, {time.strftime('%Y-%m-%d')})", "",
              info, "",
@@ -119,7 +171,15 @@ def main():
     p.add_argument("--cap-mb", type=float, default=10.0, help="in-memory cap; the memory run packs 4x this")
     p.add_argument("--vocab", type=int, default=4096, help="tokenizer vocabulary size")
     p.add_argument("--no-write", action="store_true", help="print only; do not write bench/RESULTS.md")
+    p.add_argument("--single-line-mb", type=float, default=0, help="run only part 3, on a single-line file of this many MB")
+    p.add_argument("--vocab-single", type=int, default=2048, help="tokenizer vocabulary size for part 3")
     a = p.parse_args()
+    if a.single_line_mb:
+        import tokenizers
+        text = report_single(single_line(a.single_line_mb, a.vocab_single), machine(tokenizers, np))
+        print(text)
+        if not a.no_write: write_section("data_single_line", text)
+        return
     from mie_lm.corpora import python_docs
     from mie_lm.tokenizer import BPETokenizer
     import tokenizers
