@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
+import sys
 import typing
 from pathlib import Path
 
 from fastcore.docments import docments
 
+from . import __version__
 from .corpora import CORPORA
 from .generation import SamplingConfig
 from .model import PRESETS, GPTConfig
-from .runs import DEMO_PROMPTS, demo, evaluate_run, generate_run, load_run, train_run
-from .training import TrainingConfig
+from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, demo, evaluate_run, generate_run, load_run,
+                         train_run)
+from .training import PRECISIONS, SCHEDULES, TrainingConfig
 
 # %% auto 0
-__all__ = ['add_config_args', 'config_from_args', 'build_parser', 'main']
+__all__ = ['add_config_args', 'config_from_args', 'sampling_from_args', 'build_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb
 def _converter(tp):
@@ -35,16 +39,19 @@ def _converter(tp):
 def add_config_args(parser: argparse.ArgumentParser, cls: type, # a dataclass whose fields become flags
                     skip: tuple[str, ...] = (), # fields not offered on the command line
                     suppress_defaults: bool = False, # leave unset flags out of the namespace (to fall back on a preset)
+                    defaults=None, # an instance of `cls` whose values are the shown defaults (None: the dataclass's)
+                    choices: dict | None = None, # field name -> its allowed values, listed in the help
                    ) -> argparse._ArgumentGroup:
     "Add a `--field-name` flag for each field of dataclass `cls`, typed, defaulted and documented from its source."
-    group, docs = parser.add_argument_group(f"{cls.__name__} options"), docments(cls)
-    hints = typing.get_type_hints(cls)
+    group, docs, hints = parser.add_argument_group(f"{cls.__name__} options"), docments(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip: continue
-        flag, kw = "--" + f.name.replace("_", "-"), dict(dest=f.name, help=f"{docs.get(f.name) or ''} (default: {f.default!r})")
+        default = f.default if defaults is None else getattr(defaults, f.name)
+        flag, kw = "--" + f.name.replace("_", "-"), dict(dest=f.name, default=default, help=f"{docs.get(f.name) or ''} (default: {default!r})".replace("%", "%%"))
         if suppress_defaults: kw["default"] = argparse.SUPPRESS
-        if hints[f.name] is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, **{"default": f.default, **kw})
-        else: group.add_argument(flag, type=_converter(hints[f.name]), metavar=f.name.upper(), **{"default": f.default, **kw})
+        if hints[f.name] is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif f.name in (choices or {}): group.add_argument(flag, choices=choices[f.name], **kw)
+        else: group.add_argument(flag, type=_converter(hints[f.name]), metavar=f.name.upper(), **kw)
     return group
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides):
@@ -53,18 +60,29 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides):
     return cls(**{**given, **overrides})
 
 # %% ../nbs/08_cli.ipynb
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+    "The one `SamplingConfig` of `mie_lm generate`: `DEFAULT_SAMPLING` with the flags given; `--no-do-sample` is greedy."
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig) if hasattr(args, f.name)}
+    if given.pop("do_sample", True): return dataclasses.replace(DEFAULT_SAMPLING, **given)
+    if given: raise ValueError(f"--no-do-sample decodes greedily, so --{next(iter(given)).replace('_', '-')} would have no effect: drop one")
+    return SamplingConfig()
+
+# %% ../nbs/08_cli.ipynb
 def _add_train(sub):
     p = sub.add_parser("train", help="train a tokenizer and a model; write a run folder",
                        description="Train a byte-level BPE tokenizer and a GPT on a corpus. Ctrl-C stops after the current "
                                    "step with a checkpoint; --resume continues it.")
-    p.add_argument("--out", required=True, help="run folder to write (or to resume)")
+    p.add_argument("--out", required=True, help="run folder to write (must be empty unless --resume or --overwrite)")
     p.add_argument("--dataset", default="python_docs", choices=sorted(CORPORA), help="corpus (default: %(default)s)")
     p.add_argument("--data-path", help="file, folder or glob for text_files; local copy for wikitext-*")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the text_files data (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=2048, help="tokenizer vocabulary size (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     add_config_args(p, GPTConfig, skip=("vocab_size",), suppress_defaults=True).title = "model options (default: the preset's)"
-    add_config_args(p, TrainingConfig, skip=("out_dir",))
+    add_config_args(p, TrainingConfig, skip=("out_dir",), choices=dict(schedule=SCHEDULES, precision=PRECISIONS))
 
 def _add_generate(sub):
     p = sub.add_parser("generate", help="complete prompts with a trained run", description="Complete prompts with a trained run.")
@@ -74,8 +92,11 @@ def _add_generate(sub):
     p.add_argument("--max-new-tokens", type=int, default=50, help="new tokens per prompt (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default: %(default)s)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come (one prompt)")
+    p.add_argument("--long-prompt", default="error", choices=["error", "truncate"],
+                   help="a prompt too long for the model: fail, or keep its end (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
-    add_config_args(p, SamplingConfig)
+    add_config_args(p, SamplingConfig, suppress_defaults=True, defaults=DEFAULT_SAMPLING).title = \
+        "sampling options (any of them means sampling; --no-do-sample: greedy)"
 
 # %% ../nbs/08_cli.ipynb
 def _add_evaluate(sub):
@@ -84,7 +105,8 @@ def _add_evaluate(sub):
     p.add_argument("--checkpoint", required=True, help="run folder written by `mie_lm train`")
     p.add_argument("--dataset", choices=sorted(CORPORA), help="corpus (default: python_docs)")
     p.add_argument("--data-path", help="file, folder or glob for text_files; local copy for wikitext-*")
-    p.add_argument("--file", help="evaluate this UTF-8 text file instead of a corpus")
+    p.add_argument("--file", help="evaluate this text file instead of a corpus")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of --file or of the text_files data (default: %(default)s)")
     p.add_argument("--split", default="valid", choices=["train", "valid"], help="corpus split (default: %(default)s)")
     p.add_argument("--out", help="folder for perplexity.csv, perplexity_hist.png and token_probabilities.html")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
@@ -102,19 +124,44 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 def build_parser() -> argparse.ArgumentParser:
-    "The `mie_lm` argument parser with its four subcommands."
+    "The `mie_lm` argument parser with its subcommands."
     parser = _Parser(prog="mie_lm", description="Small GPT-style language models: train, generate, evaluate, demo.")
+    parser.add_argument("--version", action="version", version=f"mie_lm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,evaluate,demo}")
     for add in (_add_train, _add_generate, _add_evaluate, _add_demo): add(sub)
     return parser
 
 # %% ../nbs/08_cli.ipynb
-def _print(report: dict):
-    "Print `report` as aligned `key: value` lines."
-    width = max(map(len, report))
-    for k, v in report.items(): print(f"{k:>{width}}: {v:.4g}" if isinstance(v, float) else f"{k:>{width}}: {v}")
+def _fmt(v) -> str:
+    "A value for the terminal: floats to 4 significant digits, ints with thousands separators."
+    if isinstance(v, float): return f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
+def _print(report: dict):
+    "Print `report` as aligned `key: value` lines (None values left out)."
+    report = {k: v for k, v in report.items() if v is not None}
+    width = max(map(len, report))
+    for k, v in report.items(): print(f"{k:>{width}}: {_fmt(v)}")
+
+def _train_report(res: dict) -> dict:
+    "What `mie_lm train` prints at the end: where, how far, why it stopped, and the validation numbers."
+    last = res.get("last_valid") or {}
+    return dict(out=res["out"], steps=res["steps"], tokens=res["tokens"], seconds=res["elapsed"], stopped=res["stop_reason"],
+                valid_loss=last.get("valid_loss"), valid_bits_per_byte=last.get("valid_bpb"),
+                best_valid_loss=res.get("best_valid_loss"), best_step=res.get("best_step") or None)
+
+_CLI_WORDS = {"resume=True": "--resume", "overwrite=True": "--overwrite", "long_prompt='truncate'": "--long-prompt truncate",
+              "encoding='latin-1'": "--encoding latin-1", "lower max_new_tokens": "lower --max-new-tokens"}  # Python -> flag
+
+def _for_cli(e: BaseException) -> str:
+    "The message of `e` on one line, with Python arguments replaced by the flags that set them."
+    msg = " ".join(str(e).split()) or type(e).__name__
+    for py, flag in _CLI_WORDS.items(): msg = msg.replace(py, flag)
+    return msg
+
+# %% ../nbs/08_cli.ipynb
 def _prompts(args) -> list[str]:
+    "The prompts of `--prompt` and `--prompts-file`, in that order."
     prompts = list(args.prompt)
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -122,34 +169,50 @@ def _prompts(args) -> list[str]:
         prompts += [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
     return prompts
 
+def _generate(args):
+    "Run `mie_lm generate`: stream one prompt's completion, or print a batch's."
+    prompts, sampling = _prompts(args), sampling_from_args(args)
+    stream, started = args.stream and len(prompts) == 1, []
+    def show(piece: str):
+        if not started: print(prompts[0], end="", flush=True); started.append(True)
+        print(piece, end="", flush=True)
+    outs = generate_run(args.checkpoint, prompts, args.max_new_tokens, sampling, args.seed, stream, show, args.device, args.long_prompt)
+    if stream: print("" if started else prompts[0] + outs[0]); return
+    for p, o in zip(prompts, outs): print(f"--- {p!r}\n{p}{o}")
+
 # %% ../nbs/08_cli.ipynb
+def _train(args) -> dict:
+    "Run `mie_lm train`; the full result."
+    model = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(args, f.name)}
+    return train_run(args.out, args.dataset, args.preset, args.vocab_size, args.data_path, args.resume, model,
+                     config_from_args(TrainingConfig, args, out_dir=None), overwrite=args.overwrite, encoding=args.encoding)
+
 def _run(args) -> dict | None:
     "Run the subcommand in `args`; return its report (None when it printed its own output)."
-    if args.command == "train":
-        model = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(args, f.name)}
-        res = train_run(args.out, args.dataset, args.preset, args.vocab_size, args.data_path, args.resume, model,
-                        config_from_args(TrainingConfig, args, out_dir=None))
-        return {k: v for k, v in res.items() if k != "history"}
-    if args.command == "generate":
-        prompts, sampling = _prompts(args), config_from_args(SamplingConfig, args)
-        stream = args.stream and len(prompts) == 1
-        if stream: print(prompts[0], end="", flush=True)
-        outs = generate_run(args.checkpoint, prompts, args.max_new_tokens, sampling, args.seed, stream,
-                            lambda s: print(s, end="", flush=True), args.device)
-        if stream: print(); return None
-        for p, o in zip(prompts, outs): print(f"--- {p!r}\n{p}{o}")
-        return None
+    if args.command == "generate": return _generate(args)
     if args.command == "evaluate":
-        return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device)
+        return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device, args.encoding)
     res = demo(args.out, args.minutes, args.preset)
     for name, outs in res.pop("samples").items(): print(f"--- {name}\n" + "\n".join(p + o for p, o in zip(DEMO_PROMPTS, outs)))
     return res
 
+# %% ../nbs/08_cli.ipynb
+def _resume_command(argv: list[str]) -> str:
+    "The `mie_lm train` command line `argv` turned into the one that resumes it."
+    return shlex.join(["mie_lm", *[a for a in argv if a not in ("--overwrite", "--resume")], "--resume"])
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mie_lm` command."
-    parser = build_parser()
+    from safetensors import SafetensorError
+    parser, argv = build_parser(), list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    try: report = _run(args)
-    except (ValueError, OSError) as e: parser.exit(2, f"mie_lm {args.command}: error: {e}\n")
+    try:
+        if args.command != "train": report = _run(args)
+        else:
+            res = _train(args); _print(_train_report(res))
+            if res["interrupted"]: print(f"stopped by Ctrl-C; continue with:\n  {_resume_command(argv)}"); return 130
+            return 0
+    except (ValueError, OSError, SafetensorError, RunFolderInUse) as e: parser.exit(2, f"mie_lm {args.command}: error: {_for_cli(e)}\n")
+    except KeyboardInterrupt: parser.exit(130, f"mie_lm {args.command}: interrupted\n")
     if report: _print(report)
     return 0

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,16 +23,17 @@ from .corpora import CORPORA, get_corpus
 from .data import PackedDataset
 from .evaluation import evaluate_dataset, token_table, save_token_html
 from .generation import SamplingConfig, generate_text, stream_generate
-from .model import GPT, PRESETS, GPTConfig
+from .model import CONFIG_NAME, GPT, PRESETS, GPTConfig, resolve_device
 from .tokenizer import BPETokenizer
-from .training import Callback, Trainer, TrainingConfig, token_byte_lengths
+from .training import LOCK_FILE, Callback, RunFolderInUse, Trainer, TrainingConfig, run_lock, token_byte_lengths
 
 # %% auto 0
-__all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'STRATEGIES', 'DEMO_PROMPTS', 'writable_dir', 'load_run', 'train_run',
-           'generate_run', 'evaluate_run', 'demo']
+__all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'DEFAULT_SAMPLING', 'EVAL_FILES', 'STRATEGIES',
+           'DEMO_PROMPTS', 'writable_dir', 'file_sha256', 'config_sha256', 'check_device', 'load_run',
+           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'demo']
 
 # %% ../nbs/07a_runs.ipynb
-RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder
+RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
 
 def writable_dir(path) -> Path:
     "Create `path` if needed and check that files can be written in it; raise a clear `PermissionError` if not."
@@ -39,23 +44,120 @@ def writable_dir(path) -> Path:
     except OSError as e: raise PermissionError(f"output directory {str(path)!r} is not writable: {e.strerror or e}") from None
     return path
 
-def load_run(path, device: str = "auto") -> tuple[GPT, BPETokenizer]:
-    "The model and tokenizer saved by `mie_lm train` in the run folder `path` (or its `model/` folder)."
+def _write_atomic(path: Path, data: bytes):
+    "Write `data` to `path` through a temporary file and a rename (readers never see a partial file)."
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try: tmp.write_bytes(data); os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
+# %% ../nbs/07a_runs.ipynb
+def file_sha256(path) -> str:
+    "Hex SHA-256 of the file at `path`."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+def config_sha256(config: GPTConfig | dict) -> str:
+    "Hex SHA-256 of the `GPTConfig` fields of `config` (a config or the dict of a `config.json`), keys sorted."
+    d = dataclasses.asdict(config) if isinstance(config, GPTConfig) else config
+    fields = {f.name: d.get(f.name) for f in dataclasses.fields(GPTConfig)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+def _read_object(path: Path) -> dict:
+    "The JSON object stored in `path`, or a one-line `ValueError` naming the file."
+    if not path.is_file(): raise FileNotFoundError(f"no {path.name} in {str(path.parent)!r}")
+    try: d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"{str(path)!r} holds a JSON {type(d).__name__}, not an object: the file is damaged")
+    return d
+
+# %% ../nbs/07a_runs.ipynb
+def _check_fingerprints(run_dir: Path, tok_file: Path, config: dict):
+    "Raise a `ValueError` if `tokenizer.json` or the model config differ from the SHA-256 recorded in `run.json`."
+    if not (run_dir / RUN_FILE).is_file(): return  # nothing recorded: a bare model folder
+    recorded = _read_object(run_dir / RUN_FILE).get("fingerprints")
+    if not isinstance(recorded, dict): return  # a run written before fingerprints existed
+    now = {TOKENIZER_FILE: file_sha256(tok_file), "model_config": config_sha256(config)}
+    for key, what in ((TOKENIZER_FILE, f"{tok_file}"), ("model_config", f"the model config ({MODEL_DIR}/{CONFIG_NAME})")):
+        if key in recorded and recorded[key] != now[key]:
+            raise ValueError(f"{what} does not match the SHA-256 recorded in {run_dir / RUN_FILE}: "
+                             "it was edited or comes from another run")
+
+# %% ../nbs/07a_runs.ipynb
+def check_device(device: str = "auto") -> torch.device:
+    "The `torch.device` for `device` (see `resolve_device`), or a `ValueError` if this machine does not have it."
+    d = resolve_device(device)
+    if d.type == "cuda" and not (torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA devices found): use 'cpu' or 'auto'")
+    mps = getattr(torch.backends, "mps", None)
+    if d.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"device {device!r} is not available here (no Apple MPS backend): use 'cpu' or 'auto'")
+    return d
+
+def _load_model(model_dir: Path, config: dict, device: torch.device) -> GPT:
+    "The model saved in `model_dir` (plain or compressed); loading errors become one `ValueError`."
+    from safetensors import SafetensorError
+    try:
+        if "compression" not in config: return GPT.from_pretrained(model_dir, device=device)
+        from mie_lm.compression import load_compressed
+        return load_compressed(model_dir)  # quantized kernels run on the CPU
+    except (KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load the model in {str(model_dir)!r}: {first}") from None
+
+# %% ../nbs/07a_runs.ipynb
+def load_run(path, # a run folder of `mie_lm train`, or a model folder with `tokenizer.json` beside or in it
+             device: str = "auto") -> tuple[GPT, BPETokenizer]:
+    "The model and tokenizer saved by `mie_lm train` in the run folder `path` (or its `model/` folder), fingerprints checked."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}: pass the --out folder of `mie_lm train`")
     model_dir = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
     tok_file = next((p for p in (path / TOKENIZER_FILE, model_dir.parent / TOKENIZER_FILE) if p.is_file()), None)
     if tok_file is None: raise FileNotFoundError(f"no {TOKENIZER_FILE} in {str(path)!r}: is it a `mie_lm train` output folder?")
-    model = GPT.from_pretrained(model_dir, device=device)
+    config = _read_object(model_dir / CONFIG_NAME)
+    _check_fingerprints(tok_file.parent, tok_file, config)
+    model = _load_model(model_dir, config, check_device(device))
     return model.eval(), BPETokenizer.load(tok_file)
 
 # %% ../nbs/07a_runs.ipynb
+def _entries(out: Path) -> list[str]:
+    "Names in folder `out`, apart from the lock file."
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
+
+def check_run_folder(out, resume: bool = False, overwrite: bool = False) -> Path:
+    "Raise a one-line error unless `out` may receive a new run (empty), a resumed one, or an overwrite; the `Path`."
+    out = Path(out)
+    if resume and overwrite: raise ValueError("resume=True and overwrite=True exclude each other: continue the run or replace it")
+    if out.exists() and not out.is_dir(): raise ValueError(f"{str(out)!r} is a file, not a run folder")
+    names = _entries(out)
+    if resume:
+        missing = [n for n in (RUN_FILE, TOKENIZER_FILE) if not (out / n).is_file()]
+        if missing: raise FileNotFoundError(f"cannot resume: no {missing[0]} in {str(out)!r} (is it the folder of a run?)")
+    elif names and not overwrite:
+        raise ValueError(f"run folder {str(out)!r} is not empty ({', '.join(names[:4])}): pass resume=True to continue "
+                         "that run, overwrite=True to replace it, or choose another folder")
+    elif names and not ({RUN_FILE, "checkpoints"} & set(names)):
+        raise ValueError(f"refusing to overwrite {str(out)!r}: it does not look like a run folder ({', '.join(names[:4])})")
+    return out
+
+def _clear(out: Path):
+    "Delete everything in run folder `out` except the lock file (links are removed, never followed)."
+    for p in out.iterdir():
+        if p.name == LOCK_FILE: continue
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink()
+
+# %% ../nbs/07a_runs.ipynb
+INTERRUPTED = "interrupted by Ctrl-C"  # the stop reason of a run stopped by the first Ctrl-C
+
 class _StopOnInterrupt(Callback):
     "Turn the first Ctrl-C into `trainer.stop(...)`, so the run ends after the step with a checkpoint."
+    def __init__(self): self.interrupted = False
     def on_fit_start(self, trainer):
         def handler(signum, frame):
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
-            trainer.stop("interrupted by Ctrl-C")
+            self.interrupted = True; trainer.stop(INTERRUPTED)
         self.previous = signal.signal(signal.SIGINT, handler) if _in_main_thread() else None
     def on_fit_end(self, trainer, result):
         if self.previous is not None: signal.signal(signal.SIGINT, self.previous)
@@ -65,24 +167,63 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 # %% ../nbs/07a_runs.ipynb
-def _corpus(dataset: str, data_path: str | None):
-    "The corpus called `dataset`, reading `data_path` for the ones built from files."
+def _corpus(dataset: str, data_path: str | None, encoding: str = "utf-8"):
+    "The corpus called `dataset`, reading `data_path` (decoded with `encoding`) for the ones built from files."
     if dataset not in CORPORA: raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(CORPORA))}")
     if dataset == "text_files":
         if not data_path: raise ValueError("dataset 'text_files' needs --data-path (a file, a folder or a glob)")
-        return get_corpus(dataset, paths=data_path)
+        return get_corpus(dataset, paths=data_path, encoding=encoding)
     if dataset.startswith("wikitext"): return get_corpus(dataset, path=data_path)
     if data_path: raise ValueError(f"--data-path is only used by text_files and wikitext, not by {dataset!r}")
     return get_corpus(dataset)
 
-def _tokenizer_for(out: Path, corpus, vocab_size: int, resume: bool) -> BPETokenizer:
-    "The run's tokenizer: the saved one when resuming, else a new one trained on `corpus.train`."
-    if resume:
-        if not (out / TOKENIZER_FILE).is_file(): raise FileNotFoundError(f"cannot resume: no {TOKENIZER_FILE} in {str(out)!r}")
-        return BPETokenizer.load(out / TOKENIZER_FILE)
+def _tokenizer_for(out: Path, corpus, vocab_size: int, resume: bool) -> tuple[BPETokenizer, bytes]:
+    "The run's tokenizer and the bytes of its `tokenizer.json`: the saved one when resuming, else a new one."
+    if resume: return BPETokenizer.load(out / TOKENIZER_FILE), (out / TOKENIZER_FILE).read_bytes()
     tok = BPETokenizer.train(corpus.train, vocab_size=vocab_size)
-    tok.save(out / TOKENIZER_FILE)
-    return tok
+    with tempfile.TemporaryDirectory() as d: return tok, tok.save(Path(d) / TOKENIZER_FILE).read_bytes()
+
+# %% ../nbs/07a_runs.ipynb
+RUN_FIELDS = ("dataset", "data_path", "preset", "vocab_size")  # fields of `run.json` a resume must keep
+
+def _run_record(dataset, data_path, preset, vocab_size, cfg: GPTConfig, tcfg: TrainingConfig, tok_bytes: bytes) -> dict:
+    "The content of `run.json` before training: what is trained on what, and the fingerprints."
+    return dict(dataset=dataset, data_path=str(Path(data_path).resolve()) if data_path else None, preset=preset,
+                vocab_size=vocab_size, model=dataclasses.asdict(cfg), training=dataclasses.asdict(tcfg),
+                fingerprints={TOKENIZER_FILE: hashlib.sha256(tok_bytes).hexdigest(), "model_config": config_sha256(cfg)})
+
+def _check_same_run(out: Path, now: dict):
+    "Raise a one-line `ValueError` naming the first data, tokenizer or model field that differs from `out/run.json`."
+    saved = _read_object(out / RUN_FILE)
+    pairs = [(k, saved.get(k), now[k]) for k in RUN_FIELDS]
+    fingerprint = lambda k: (f"fingerprints.{k}", (saved.get("fingerprints") or {}).get(k), now["fingerprints"][k])
+    pairs += [fingerprint(TOKENIZER_FILE), *[(f"model.{k}", (saved.get("model") or {}).get(k), v) for k, v in now["model"].items()]]
+    pairs += [fingerprint("model_config")]  # the fields above name the difference; this catches the rest
+    for name, was, new in pairs:
+        if was != new: raise ValueError(f"cannot resume {str(out)!r}: {name} was {was!r}, now {new!r}; "
+                                        "a resumed run keeps its data, tokenizer and model shape")
+
+# %% ../nbs/07a_runs.ipynb
+def _trainer(corpus, tok: BPETokenizer, cfg: GPTConfig, tcfg: TrainingConfig, callbacks: list, fingerprints: dict) -> Trainer:
+    "A `Trainer` of a new `GPT(cfg)` on `corpus` packed with `tok`; `fingerprints` go into its checkpoints."
+    train_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "train", mode="random", seed=tcfg.seed)
+    valid_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "valid")
+    torch.manual_seed(tcfg.seed)
+    return Trainer(GPT(cfg), tcfg, train_ds, valid_ds, token_byte_lengths(tok, cfg.vocab_size), callbacks, fingerprints)
+
+def _check_creatable(out: Path) -> Path:
+    "`out`, or a `PermissionError` if its nearest existing folder cannot be written (checked without writing)."
+    base = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(base, os.W_OK | os.X_OK): raise PermissionError(f"output directory {str(out)!r} is not writable ({base} is read-only)")
+    return out
+
+def _resume(trainer: Trainer, out: Path):
+    "`trainer.resume(out)`, with a damaged or missing checkpoint reported as one line."
+    from safetensors import SafetensorError
+    try: trainer.resume(out)
+    except (KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot resume from {str(out)!r}: its checkpoint is damaged ({first})") from None
 
 # %% ../nbs/07a_runs.ipynb
 def train_run(out, # run folder to create (or to resume)
@@ -94,57 +235,80 @@ def train_run(out, # run folder to create (or to resume)
               model: dict | None = None, # `GPTConfig` fields overriding the preset
               training: TrainingConfig | None = None, # how to train (`out_dir` is set to `out`)
               callbacks: list | None = None, # extra `Callback`s
+              overwrite: bool = False, # replace a run already in `out`
+              encoding: str = "utf-8", # text encoding of the `text_files` data
              ) -> dict:
     "Train a tokenizer and a `GPT` on `dataset`; write the run folder `out`; return the training summary."
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    out, corpus = writable_dir(out), _corpus(dataset, data_path)
-    tok = _tokenizer_for(out, corpus, vocab_size, resume)
+    out = _check_creatable(check_run_folder(out, resume, overwrite))
+    tcfg = dataclasses.replace(training or TrainingConfig(), out_dir=str(out)); check_device(tcfg.device)
+    corpus = _corpus(dataset, data_path, encoding)
+    tok, tok_bytes = _tokenizer_for(out, corpus, vocab_size, resume)
     cfg = GPTConfig.from_preset(preset, **{**(model or {}), "vocab_size": tok.vocab_size})
-    tcfg = dataclasses.replace(training or TrainingConfig(), out_dir=str(out))
-    train_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "train", mode="random", seed=tcfg.seed)
-    valid_ds = PackedDataset.from_corpus(corpus, tok, cfg.block_size, "valid")
-    torch.manual_seed(tcfg.seed)
-    trainer = Trainer(GPT(cfg), tcfg, train_ds, valid_ds, token_byte_lengths(tok, cfg.vocab_size),
-                      [_StopOnInterrupt(), *(callbacks or [])])
-    if resume: trainer.resume(out)
-    result = trainer.fit()
-    trainer.model.save_pretrained(out / MODEL_DIR)
-    run = dict(dataset=dataset, data_path=data_path, preset=preset, vocab_size=tok.vocab_size, model=dataclasses.asdict(cfg),
-               training=dataclasses.asdict(tcfg), result=result)
-    (out / RUN_FILE).write_text(json.dumps(run, indent=1, default=str))
-    return {**result, "out": str(out), "history": trainer.history}
+    record = _run_record(dataset, data_path, preset, vocab_size, cfg, tcfg, tok_bytes)
+    if resume: _check_same_run(out, record)
+    stopper = _StopOnInterrupt()
+    trainer = _trainer(corpus, tok, cfg, tcfg, [stopper, *(callbacks or [])], record["fingerprints"])
+    with run_lock(writable_dir(out)):
+        check_run_folder(out, resume, overwrite)  # again, now that no other process can write
+        if resume: _resume(trainer, out)
+        else:
+            if overwrite: _clear(out)
+            _write_atomic(out / TOKENIZER_FILE, tok_bytes)
+            _write_atomic(out / RUN_FILE, json.dumps({**record, "result": None}, indent=1, default=str).encode())
+        result = trainer.fit()
+        trainer.model.save_pretrained(out / MODEL_DIR)
+        _write_atomic(out / RUN_FILE, json.dumps({**record, "result": result}, indent=1, default=str).encode())
+    return {**result, "out": str(out), "interrupted": stopper.interrupted, "history": trainer.history}
 
 # %% ../nbs/07a_runs.ipynb
+DEFAULT_SAMPLING = SamplingConfig(do_sample=True, temperature=0.8, top_p=0.95)  # what `generate_run` and `mie_lm generate` use by default
+
+def _device_of(model) -> torch.device:
+    "The device of `model`'s first parameter or buffer (quantized models keep some weights as buffers)."
+    return next(iter([*model.parameters(), *model.buffers()])).device
+
 def generate_run(checkpoint, # run folder of `mie_lm train`
                  prompts: list[str], # texts to complete
                  max_new_tokens: int = 50, # at most this many new tokens per prompt
-                 sampling: SamplingConfig | None = None, # how to choose tokens (default: greedy)
+                 sampling: SamplingConfig | None = None, # how to choose tokens (default: `DEFAULT_SAMPLING`)
                  seed: int = 0, # seed of the sampling generator
                  stream: bool = False, # pass text pieces to `on_text` as they are generated (one prompt)
                  on_text=None, # called with each new piece of text when streaming
-                 device: str = "auto") -> list[str]:
+                 device: str = "auto", # where to run the model; see `check_device`
+                 long_prompt: str = "error", # "error", or "truncate" to keep the end of a prompt too long for the model
+                ) -> list[str]:
     "Completions of `prompts` by the model of run folder `checkpoint`."
     if not prompts: raise ValueError("no prompts: pass --prompt TEXT or --prompts-file FILE")
+    if stream and len(prompts) != 1: raise ValueError(f"streaming takes one prompt, got {len(prompts)}")
     model, tok = load_run(checkpoint, device)
-    kw = dict(**dataclasses.asdict(sampling or SamplingConfig()), generator=torch.Generator(model.lm_head.weight.device).manual_seed(seed))
+    kw = dict(**dataclasses.asdict(sampling or DEFAULT_SAMPLING), long_prompt=long_prompt,
+              generator=torch.Generator(_device_of(model)).manual_seed(seed))
     if not stream: return generate_text(model, tok, list(prompts), max_new_tokens=max_new_tokens, **kw)
-    if len(prompts) != 1: raise ValueError(f"streaming takes one prompt, got {len(prompts)}")
-    ids = torch.tensor([tok.encode(prompts[0]) or [tok.bos_id]], device=model.lm_head.weight.device)
+    return [_stream(model, tok, prompts[0], max_new_tokens, on_text, kw)]
+
+# %% ../nbs/07a_runs.ipynb
+def _stream(model, tok, prompt: str, max_new_tokens: int, on_text, kw: dict) -> str:
+    "Generate from one `prompt`, passing each new run of whole characters to `on_text`; the completion."
+    ids = torch.tensor([tok.encode(prompt) or [tok.bos_id]], device=_device_of(model))
     new, shown = [], ""
     for t in stream_generate(model, ids, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_id, tokenizer=tok, **kw):
         new.append(int(t[0]))
         text = tok.decode(new, skip_special_tokens=True)
-        if on_text is not None and not text.endswith("\ufffd"): on_text(text[len(shown):]); shown = text  # whole characters only
-    return [tok.decode(new, skip_special_tokens=True)]
+        if on_text is not None and not text.endswith("\ufffd"): on_text(text[len(shown):]); shown = text
+    return tok.decode(new, skip_special_tokens=True)
 
 # %% ../nbs/07a_runs.ipynb
-def _texts(dataset: str | None, data_path: str | None, file: str | None, split: str) -> tuple[str, list[str]]:
-    "A label and the texts to evaluate: the lines-or-paragraphs of `file`, or a corpus split."
+def _texts(dataset: str | None, data_path: str | None, file: str | None, split: str, encoding: str = "utf-8") -> tuple[str, list[str]]:
+    "A label and the texts to evaluate: the whole of `file`, or a corpus split."
     if file:
         path = Path(file)
         if not path.is_file(): raise FileNotFoundError(f"no such file: {file!r}")
-        return path.name, [path.read_text(encoding="utf-8")]
-    corpus = _corpus(dataset or "python_docs", data_path)
+        try: return path.name, [path.read_bytes().decode(encoding)]
+        except LookupError: raise ValueError(f"unknown encoding {encoding!r}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{file!r} is not valid {encoding} (byte at offset {e.start}): pass encoding='latin-1' or its real encoding") from None
+    corpus = _corpus(dataset or "python_docs", data_path, encoding)
     if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
     return f"{corpus.name}/{split}", getattr(corpus, split)
 
@@ -155,11 +319,14 @@ def evaluate_run(checkpoint, # run folder of `mie_lm train`
                  file: str | None = None, # evaluate this text file instead of a corpus
                  split: str = "valid", # corpus split to score
                  out=None, # folder for the table, plots and token page (None: write nothing)
-                 device: str = "auto") -> dict:
+                 device: str = "auto", # where to run the model; see `check_device`
+                 encoding: str = "utf-8", # text encoding of `file` or of the `text_files` data
+                ) -> dict:
     "Perplexity report of run `checkpoint` on a corpus split or a file; tables and plots go to `out`."
     model, tok = load_run(checkpoint, device)
-    label, texts = _texts(dataset, data_path, file, split)
-    texts = [t for t in texts if len(tok.encode(t)) >= 1]
+    label, texts = _texts(dataset, data_path, file, split, encoding)
+    texts = [t for t in texts if tok.encode(t)]
+    if not texts: raise ValueError(f"nothing to score in {label}: it holds no text")
     table, report = evaluate_dataset(model, tok, texts, progress=False)
     summary = dict(data=label, perplexity=report.perplexity, bits_per_byte=report.bits_per_byte,
                    byte_perplexity=report.byte_perplexity, word_perplexity=report.word_perplexity,
@@ -167,16 +334,29 @@ def evaluate_run(checkpoint, # run folder of `mie_lm train`
     if out is not None: summary["files"] = _evaluation_files(writable_dir(out), model, tok, table, texts)
     return summary
 
+# %% ../nbs/07a_runs.ipynb
+EVAL_FILES = ("perplexity.csv", "perplexity_hist.png", "token_probabilities.html")  # what `evaluate_run` writes to `out`
+
+def _hist_bins(ppl):
+    "Histogram bins for the perplexities `ppl`: the default (None) when they spread, a band around one value when not."
+    import numpy as np
+    lo, hi = float(ppl.min()), float(ppl.max())
+    return None if hi > lo else np.geomspace(lo / 1.25, lo * 1.25, 6)
+
 def _evaluation_files(out: Path, model, tok, table, texts) -> list[str]:
-    "Write the per-sequence table, the perplexity histogram and a token-probability page to `out`."
+    "Write the per-text table, the perplexity histogram and a token-probability page to `out`, all or none."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from mie_lm.evaluation import plot_perplexity_hist
-    table.to_csv(out / "perplexity.csv", index=False)
-    ax = plot_perplexity_hist(table); ax.figure.savefig(out / "perplexity_hist.png", dpi=110, bbox_inches="tight"); plt.close(ax.figure)
-    sample = next(t for t in texts if len(tok.encode(t)) >= 2)[:600]
-    save_token_html(token_table(model, tok, sample[: 4 * model.config.block_size]), out / "token_probabilities.html")
-    return [str(out / f) for f in ("perplexity.csv", "perplexity_hist.png", "token_probabilities.html")]
+    sample = tok.decode(tok.encode(texts[0])[: model.config.block_size - 1])  # fits one window
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-eval-") as d:
+        tmp = Path(d)
+        table.to_csv(tmp / EVAL_FILES[0], index=False)
+        ax = plot_perplexity_hist(table, bins=_hist_bins(table.perplexity))
+        ax.figure.savefig(tmp / EVAL_FILES[1], dpi=110, bbox_inches="tight"); plt.close(ax.figure)
+        save_token_html(token_table(model, tok, sample), tmp / EVAL_FILES[2])
+        for f in EVAL_FILES: os.replace(tmp / f, out / f)
+    return [str(out / f) for f in EVAL_FILES]
 
 # %% ../nbs/07a_runs.ipynb
 STRATEGIES = {  # name -> SamplingConfig shown side by side in the demo
@@ -197,7 +377,7 @@ def demo(out="runs/demo", # folder for the run, plots and report
     t0, out = time.perf_counter(), writable_dir(out)
     tcfg = TrainingConfig(max_steps=None, max_time=0.7 * 60 * minutes, warmup_steps=50, batch_size=16, lr=3e-3, schedule="cosine",
                           min_lr=3e-4, eval_every=250, eval_batches=8, progress=progress)
-    res = train_run(out / "run", preset=preset, training=tcfg)
+    res = train_run(out / "run", preset=preset, training=tcfg, overwrite=True)  # the demo replaces its previous run
     ev = evaluate_run(out / "run", out=out)
     samples = {name: generate_run(out / "run", list(DEMO_PROMPTS), max_new_tokens, cfg, seed=0) for name, cfg in STRATEGIES.items()}
     files = ev.pop("files") + _demo_plots(out, res["history"], out / "run")
