@@ -24,15 +24,15 @@ from fastcore.basics import patch
 
 from .evaluation import evaluate_dataset
 from .generation import generate
-from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, KVCache, _atomic_write, _sha256,
-                    lm_loss, naive_attention)
+from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, _atomic_write, _sha256,
+                    lm_loss)
 
 # %% auto 0
 __all__ = ['HALF_DTYPES', 'INT8_MAX', 'MIN_SCALE', 'SCHEMES', 'to_half', 'max_logit_diff', 'greedy_agreement', 'quantize_int8',
            'dequantize_int8', 'Int8Linear', 'Int8Embedding', 'CompressedGPT', 'dynamic_int8_linear', 'quantize',
            'save_compressed', 'load_compressed', 'prunable_weights', 'magnitude_prune', 'sparsity_by_layer',
-           'PrunedSelfAttention', 'prune_heads', 'mask_heads', 'head_importance', 'checkpoint_size_mb', 'decode_time',
-           'compression_report', 'plot_perplexity_vs_size']
+           'prune_heads', 'mask_heads', 'head_importance', 'checkpoint_size_mb', 'decode_time', 'compression_report',
+           'plot_perplexity_vs_size']
 
 # %% ../nbs/07_compression.ipynb
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # name -> torch dtype
@@ -137,17 +137,7 @@ class CompressedGPT(GPT):
             raise ValueError(f"n_heads must list {config.n_layer} head counts in [1, {config.n_head}], got {n_heads!r}")
         self.n_heads = list(n_heads)
         for block, h in zip(self.transformer.h, n_heads):
-            if h < config.n_head: block.attn = PrunedSelfAttention(config, h)
-
-    def setup_cache(self, batch_size: int, max_len: int | None = None):
-        "`GPT.setup_cache`, then each layer's cache in the float dtype of `wpe` and sized for its own head count."
-        super().setup_cache(batch_size, max_len)
-        dtype = self.transformer.wpe.weight.dtype  # `wte` may be int8; `wpe` is always float
-        for b in self.transformer.h:
-            c, nh = b.attn.kv_cache, b.attn.n_head
-            if c.k_cache.shape[1] != nh or c.k_cache.dtype != dtype:
-                b.attn.kv_cache = KVCache(batch_size, nh, c.max_len, b.attn.head_dim, dtype, c.k_cache.device)
-        return self
+            if h < config.n_head: block.attn = CausalSelfAttention(config, n_head=h)
 
 def _heads_of(model: GPT) -> list[int]:
     "Attention heads kept in each layer of `model`."
@@ -290,30 +280,6 @@ def sparsity_by_layer(model: GPT) -> dict[str, float]:
     "Fraction of exact zeros in each prunable weight, by module name."
     names = {id(m): n for n, m in model.named_modules()}
     return {names[id(m)]: (m.weight == 0).float().mean().item() for m, _ in prunable_weights(model)}
-
-# %% ../nbs/07_compression.ipynb
-class PrunedSelfAttention(CausalSelfAttention):
-    "`CausalSelfAttention` with its own `n_head` of unchanged `head_dim`: `C -> 3·n_head·head_dim -> C`."
-    def __init__(self, config: GPTConfig, n_head: int): # heads kept, in [1, config.n_head]
-        super().__init__(config)
-        self.n_head, inner = n_head, n_head * config.head_dim
-        self.c_attn = nn.Linear(config.n_embd, 3 * inner, bias=config.bias)
-        self.c_proj = nn.Linear(inner, config.n_embd, bias=config.bias)
-
-    def forward(self, x, mask=None, cache_pos=None, output_attentions=False):
-        "Attention output `(B, T, C)` and the weights (or `None`), as `CausalSelfAttention.forward`."
-        B, T, C = x.shape
-        inner = self.n_head * self.head_dim
-        q, k, v = self.c_attn(x).split(inner, dim=2)  # 3 x (B, T, inner)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
-        if cache_pos is not None:
-            if self.kv_cache is None: raise ValueError("no KV cache: call `model.setup_cache(batch_size, max_len)` first")
-            k, v = self.kv_cache.update(cache_pos, k, v)  # (B, nh, S, hd)
-        p = self.dropout if self.training else 0.0
-        if output_attentions: y, att = naive_attention(q, k, v, mask, p)
-        else: y, att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None), None
-        y = y.transpose(1, 2).contiguous().view(B, T, inner)  # (B, T, inner)
-        return self.resid_dropout(self.c_proj(y)), att
 
 # %% ../nbs/07_compression.ipynb
 def _head_slices(keep: list[int], n_head: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:

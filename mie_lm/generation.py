@@ -17,8 +17,9 @@ from .model import GPT
 
 # %% auto 0
 __all__ = ['apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'repetition_penalty_filter', 'SamplingConfig',
-           'process_logits', 'choose', 'plot_next_token', 'DecodeState', 'prefill', 'decode_one_token', 'Step',
-           'generate', 'stream_generate', 'generate_text', 'generation_trace', 'sampling_explorer', 'chi_square_pvalue']
+           'process_logits', 'choose', 'check_finite', 'plot_next_token', 'DecodeState', 'prefill', 'decode_one_token',
+           'Step', 'generate', 'stream_generate', 'generate_text', 'generation_trace', 'sampling_explorer',
+           'chi_square_pvalue']
 
 # %% ../nbs/04_generation.ipynb
 def _check_temperature(t):
@@ -133,11 +134,15 @@ def choose(logits: torch.Tensor, # (B, V) processed logits
            do_sample: bool = False, # False: argmax (first index among ties); True: multinomial draw
            generator: torch.Generator | None = None): # source of randomness for the draw
     "Next token ids `(B,)`: the argmax of `logits`, or a draw from `softmax(logits)`."
-    if torch.isnan(logits).any():
-        b, v = torch.isnan(logits).nonzero()[0].tolist()
-        raise ValueError(f"logits contain NaN (row {b}, token {v}): the model output is not finite")
     if not do_sample: return logits.argmax(-1)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+def check_finite(logits: torch.Tensor): # (B, V)
+    "Raise a `ValueError` naming the first NaN of `logits`: the model output is not finite."
+    nan = logits.isnan()
+    if nan.any():
+        b, v = nan.nonzero()[0].tolist()
+        raise ValueError(f"logits contain NaN (row {b}, token {v}): the model output is not finite")
 
 # %% ../nbs/04_generation.ipynb
 def _kept_probs(logits, temperature=1.0, top_k=None, top_p=None, min_p=None):
@@ -165,54 +170,39 @@ def plot_next_token(logits: torch.Tensor, # (V,) logits of one position
     return ax
 
 # %% ../nbs/04_generation.ipynb
-def _fn(m: nn.Module):
-    "`m` as a plain callable: functional form for exact `nn.Linear`/`nn.LayerNorm`, else the module itself."
-    if type(m) is nn.Linear: return lambda x, w=m.weight, b=m.bias: F.linear(x, w, b)
-    if type(m) is nn.LayerNorm: return lambda x, s=m.normalized_shape, w=m.weight, b=m.bias, e=m.eps: F.layer_norm(x, s, w, b, e)
-    return m
-
 @dataclass
 class DecodeState:
-    "Buffers of a decode loop: additive attention mask over the cache, next slot, next position ids, layer callables."
-    mask: torch.Tensor  # (B, 1, 1, max_len): 0 where a slot may be attended to, -inf elsewhere
-    slot: torch.Tensor  # (1,) long: cache slot of the next token
+    "Where a decode loop stands: the next cache slot, each row's next position, the real tokens in the cache."
+    pos: int  # cache slot of the next token (= tokens cached so far)
     position_ids: torch.Tensor  # (B, 1) long: position of the next token in each row (padding not counted)
-    layers: list  # per block: (ln_1, c_attn, c_proj, ln_2, c_fc, mlp.c_proj, kv_cache)
+    mask: torch.Tensor | None  # (B, max_len) bool: False only on the prompt's padding; None: no padding
 
 # %% ../nbs/04_generation.ipynb
-@torch.no_grad()
+@torch.inference_mode()
 def prefill(model: GPT, input_ids: torch.Tensor, # (B, T) prompt, left-padded
             attention_mask: torch.Tensor | None = None, # (B, T) 1 = real token, 0 = padding
             max_len: int | None = None): # cache length: T + new tokens; default `block_size`
     "Run the prompt through `model`, filling a fresh KV cache; return the last logits `(B, V)` and a `DecodeState`."
     B, T = input_ids.shape
-    model.setup_cache(B, max_len or model.config.block_size)
-    logits = model(input_ids, attention_mask=attention_mask, cache_pos=0)[:, -1]  # (B, V)
-    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    mask = torch.full((B, 1, 1, model.transformer.h[0].attn.kv_cache.max_len), float("-inf"), dtype=logits.dtype, device=logits.device)
-    mask[:, 0, 0, :T].masked_fill_(real, 0.0)
-    layers = [(_fn(b.ln_1), _fn(b.attn.c_attn), _fn(b.attn.c_proj), _fn(b.ln_2), _fn(b.mlp.c_fc), _fn(b.mlp.c_proj), b.attn.kv_cache)
-              for b in model.transformer.h]
-    return logits, DecodeState(mask, torch.tensor([T], device=logits.device), real.sum(-1, keepdim=True), layers)
+    max_len = max_len or model.config.block_size
+    model.setup_cache(B, max_len)
+    mask = None
+    if attention_mask is not None:
+        mask = torch.ones(B, max_len, dtype=torch.bool, device=input_ids.device)  # generated tokens are real
+        mask[:, :T] = attention_mask.bool()
+    logits = model(input_ids, attention_mask=None if mask is None else mask[:, :T], cache_pos=0)[:, -1]  # (B, V)
+    n_real = torch.full((B, 1), T, device=input_ids.device) if mask is None else mask[:, :T].sum(-1, keepdim=True)
+    return logits, DecodeState(T, n_real, mask)
 
 # %% ../nbs/04_generation.ipynb
-@torch.no_grad()
+@torch.inference_mode()
 def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token of each row
                      state: DecodeState): # from `prefill`; advanced in place
     "Logits `(B, V)` of the position after `token`, using and extending the KV cache."
-    t, slot = model.transformer, state.slot
-    x = t.wte(token) + t.wpe(state.position_ids)  # (B, 1, C)
-    B, _, C = x.shape
-    state.mask.index_fill_(3, slot, 0.0)  # the new token may be attended to
-    for ln_1, c_attn, c_proj, ln_2, c_fc, proj, cache in state.layers:
-        nh, hd = cache.k_cache.shape[1], cache.k_cache.shape[3]  # from the cache: a head-pruned layer has fewer heads
-        q, k, v = c_attn(ln_1(x)).view(B, 3, nh, 1, hd).unbind(1)  # 3 x (B, nh, 1, hd): T = 1 needs no transpose
-        cache.k_cache.index_copy_(2, slot, k); cache.v_cache.index_copy_(2, slot, v)
-        y = F.scaled_dot_product_attention(q, cache.k_cache, cache.v_cache, attn_mask=state.mask)  # (B, nh, 1, hd)
-        x = x + c_proj(y.view(B, 1, nh * hd))
-        x = x + proj(F.gelu(c_fc(ln_2(x)), approximate="tanh"))
-    slot.add_(1); state.position_ids.add_(1)
-    return model.lm_head(t.ln_f(x))[:, -1]  # (B, V)
+    mask = None if state.mask is None else state.mask[:, :state.pos + 1]  # (B, S) a view, no copy
+    logits = model(token, attention_mask=mask, position_ids=state.position_ids, cache_pos=state.pos)[:, -1]
+    state.pos += 1; state.position_ids.add_(1)
+    return logits
 
 # %% ../nbs/04_generation.ipynb
 def _check_prompt(model, input_ids, attention_mask, n, bos_token_id, long_prompt):
@@ -248,7 +238,7 @@ class Step:
     scores: torch.Tensor
     done: torch.Tensor
 
-@torch.no_grad()
+@torch.inference_mode()
 def _forward_last(model, ids, mask): return model(ids, attention_mask=mask)[:, -1]
 
 def _hit_stop(tokenizer, new_ids, stop_strings):
@@ -264,8 +254,10 @@ def _steps(model, ids, mask, n, cfg, eos, pad, stop_strings, tokenizer, use_cach
     full = torch.cat([mask, mask.new_ones(B, n)], 1) if mask is not None else None  # (B, T + n)
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     logits, state = prefill(model, ids, mask, T + n) if use_cache else (_forward_last(model, ids, mask), None)
+    check_finite(logits)  # once: a per-step check would read the logits back at every token
     for i in range(n):
-        scores = process_logits(logits, cfg, out[:, :T + i], None if full is None else full[:, :T + i])
+        ctx = (out[:, :T + i], None if full is None else full[:, :T + i]) if cfg.repetition_penalty else (None, None)
+        scores = process_logits(logits, cfg, *ctx)  # the context is only sliced when the penalty reads it
         tokens = choose(scores, not cfg.greedy, generator)
         if pad is not None: tokens = tokens.masked_fill(done, pad)  # stopped rows only pad
         out[:, T + i] = tokens

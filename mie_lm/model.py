@@ -19,8 +19,8 @@ from fastcore.basics import patch
 
 # %% auto 0
 __all__ = ['PRESETS', 'LN_EPS', 'INIT_STD', 'IGNORE_INDEX', 'CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'causal_mask',
-           'plot_attention', 'naive_attention', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'position_ids_from_mask',
-           'attention_mask_4d', 'lm_loss', 'KVCache', 'resolve_device']
+           'plot_attention', 'naive_attention', 'attention', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
+           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'resolve_device']
 
 # %% ../nbs/03_model.ipynb
 @dataclass
@@ -109,34 +109,45 @@ def naive_attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim
     return y, att
 
 # %% ../nbs/03_model.ipynb
+def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twice
+              mask=None, # boolean, broadcastable to (B, n_head, T, S); None: causal if T == S, else all keys
+              dropout_p: float = 0.0, # dropout on the weights (training only)
+              output_attentions: bool = False): # compute explicitly and return the weights too
+    "Attention output `(B, n_head, T, head_dim)` and the weights `(B, n_head, T, S)` (or `None`)."
+    if output_attentions: return naive_attention(q, k, v, mask, dropout_p)
+    causal = mask is None and q.size(-2) > 1  # a lone query sees every key
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
+
+# %% ../nbs/03_model.ipynb
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with a fused `c_attn` projection and an optional `kv_cache`."
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig,
+                 n_head: int | None = None): # heads of `config.head_dim` channels; default `config.n_head`
         super().__init__()
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.head_dim, self.dropout = n_head or config.n_head, config.head_dim, config.dropout
+        inner = self.n_head * self.head_dim  # = C unless heads were pruned
+        self.c_attn = nn.Linear(config.n_embd, 3 * inner, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(inner, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.n_head, self.head_dim, self.dropout = config.n_head, config.head_dim, config.dropout
         self.kv_cache = None  # a `KVCache` after `GPT.setup_cache`
 
 # %% ../nbs/03_model.ipynb
 @patch
 def forward(self: CausalSelfAttention, x, # (B, T, C) residual stream, after LayerNorm
-            mask=None, # boolean (B or 1, 1, T, S); None: plain causal
+            mask=None, # boolean (B or 1, 1, T, S); None: plain causal (or one query seeing every cached key)
             cache_pos: int | None = None, # first `kv_cache` slot of these tokens; None: no cache
             output_attentions: bool = False): # also return the (B, n_head, T, S) weights
     "Attention output `(B, T, C)` and the weights (or `None`)."
-    B, T, C = x.shape
-    q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-    q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+    B, T, _ = x.shape
+    nh, hd = self.n_head, self.head_dim
+    q, k, v = self.c_attn(x).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
     if cache_pos is not None:
         if self.kv_cache is None: raise ValueError("no KV cache: call `model.setup_cache(batch_size, max_len)` first")
         k, v = self.kv_cache.update(cache_pos, k, v)  # (B, nh, S, hd): all keys so far
-    p = self.dropout if self.training else 0.0
-    if output_attentions: y, att = naive_attention(q, k, v, mask, p)
-    else: y, att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None), None
-    y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-    return self.resid_dropout(self.c_proj(y)), att
+    y, att = attention(q, k, v, mask, self.dropout if self.training else 0.0, output_attentions)
+    y = y.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, C): heads side by side again
+    y = self.c_proj(y)  # (B, T, C)
+    return (self.resid_dropout(y) if self.training else y), att  # dropout is a no-op in eval: skip the call
 
 # %% ../nbs/03_model.ipynb
 class MLP(nn.Module):
@@ -149,7 +160,8 @@ class MLP(nn.Module):
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         "MLP output for residual-stream input `x`."
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(y) if self.training else y
 
 # %% ../nbs/03_model.ipynb
 LN_EPS = 1e-5  # LayerNorm epsilon, GPT-2's
@@ -180,7 +192,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
             wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
-            drop=nn.Dropout(config.dropout),
+            drop=nn.Dropout(config.dropout),  # called in training only
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -204,8 +216,8 @@ def attention_mask_4d(attention_mask: torch.Tensor | None, # (B, past + T) of 1 
                       T: int, # number of new query tokens
                       past: int = 0, # tokens already in the KV cache
                       device=None) -> torch.Tensor | None:
-    "Boolean `(B or 1, 1, T, past + T)` mask for `scaled_dot_product_attention`; `None` when causal suffices."
-    if attention_mask is None and past == 0: return None
+    "Boolean `(B or 1, 1, T, past + T)` mask for `attention`; `None` when no mask is needed."
+    if attention_mask is None and (past == 0 or T == 1): return None  # plain causal, or one query seeing every key
     q_pos = torch.arange(past, past + T, device=device)[:, None]  # (T, 1) absolute slot of each query
     k_pos = torch.arange(past + T, device=device)[None, :]  # (1, S)
     mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S) causal
@@ -216,8 +228,8 @@ def attention_mask_4d(attention_mask: torch.Tensor | None, # (B, past + T) of 1 
 
 # %% ../nbs/03_model.ipynb
 @patch
-def _check_inputs(self: GPT, input_ids, attention_mask, cache_pos):
-    "Validate `forward`'s inputs; return `(B, T, past)`."
+def _check_inputs(self: GPT, input_ids, attention_mask, position_ids, cache_pos):
+    "Validate `forward`'s inputs without reading tensor values back from a GPU; return `(B, T, past)`."
     if not (torch.is_tensor(input_ids) and input_ids.ndim == 2 and not input_ids.is_floating_point()):
         raise ValueError(f"input_ids must be a 2-D integer tensor (B, T), got {getattr(input_ids, 'shape', input_ids)!r}")
     B, T = input_ids.shape
@@ -227,12 +239,35 @@ def _check_inputs(self: GPT, input_ids, attention_mask, cache_pos):
     past = cache_pos or 0
     if T == 0 or past + T > self.config.block_size:
         raise ValueError(f"sequence length {past + T} must be in [1, block_size={self.config.block_size}]")
-    lo, hi = input_ids.min().item(), input_ids.max().item()
-    if lo < 0 or hi >= self.config.vocab_size:
-        raise ValueError(f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {self.config.vocab_size})")
-    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + T):
-        raise ValueError(f"attention_mask must have shape (B, past + T) = {(B, past + T)}, got {tuple(attention_mask.shape)}")
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != (B, past + T):
+            raise ValueError(f"attention_mask must have shape (B, past + T) = {(B, past + T)}, got {tuple(attention_mask.shape)}")
+        _check_binary_mask(attention_mask)
+    if position_ids is not None and position_ids.shape[-1] != T: raise self._bad_positions(T)
     return B, T, past
+
+def _check_binary_mask(attention_mask: torch.Tensor):
+    "Refuse mask values other than 0 and 1, where that is free: bool masks need no check, GPU masks are not read back."
+    if attention_mask.dtype == torch.bool or attention_mask.device.type != "cpu": return
+    bad = (attention_mask != 0) & (attention_mask != 1)
+    if bad.any(): raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got {attention_mask[bad][0].item()!r}")
+
+# %% ../nbs/03_model.ipynb
+@patch
+def _bad_positions(self: GPT, T: int) -> ValueError:
+    return ValueError(f"position_ids must be (B, {T}) with values in [0, {self.config.block_size})")
+
+@patch
+def _embed(self: GPT, input_ids, position_ids):
+    "Token plus position embeddings `(B, T, C)`, out-of-range ids reported as a `ValueError`."
+    t = self.transformer
+    try: x = t.wte(input_ids) + t.wpe(position_ids)  # (B, T, C)
+    except IndexError:
+        V = self.config.vocab_size
+        bad = input_ids[(input_ids < 0) | (input_ids >= V)]
+        if len(bad): raise ValueError(f"token id {bad[0].item()} is outside the vocabulary [0, {V})") from None
+        raise self._bad_positions(input_ids.shape[1]) from None
+    return t.drop(x) if self.training else x
 
 # %% ../nbs/03_model.ipynb
 @patch
@@ -243,16 +278,14 @@ def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
             output_attentions: bool = False): # also return each layer's attention weights
     "Logits `(B, T, vocab_size)` for `input_ids`, plus per-layer attention weights if `output_attentions`."
     # 1. validate the inputs and find each token's position
-    B, T, past = self._check_inputs(input_ids, attention_mask, cache_pos)
+    B, T, past = self._check_inputs(input_ids, attention_mask, position_ids, cache_pos)
     dev = input_ids.device
     if position_ids is None:
         position_ids = (position_ids_from_mask(attention_mask)[:, -T:] if attention_mask is not None
                         else torch.arange(past, past + T, device=dev)[None])  # (B or 1, T)
-    elif position_ids.shape[-1] != T or position_ids.min() < 0 or position_ids.max() >= self.config.block_size:
-        raise ValueError(f"position_ids must be (B, {T}) with values in [0, {self.config.block_size})")
     # 2. embed tokens and positions
-    x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))  # (B, T, C)
-    # 3. run the blocks
+    x = self._embed(input_ids, position_ids)  # (B, T, C)
+    # 3. run the blocks, each writing its keys and values to its cache when `cache_pos` is given
     mask = attention_mask_4d(attention_mask, T, past, dev)
     attentions = []
     for block in self.transformer.h:
@@ -296,15 +329,15 @@ class KVCache(nn.Module):
 def update(self: KVCache, pos: int, # first slot to write
            k: torch.Tensor, v: torch.Tensor): # (B, n_head, T, head_dim) new keys and values
     "Write `k`, `v` at slots `pos..pos+T-1`; return all keys and values so far, `(B, n_head, pos+T, head_dim)` each."
-    B, nh, max_len, hd = self.k_cache.shape
+    kc, vc = self.k_cache, self.v_cache
+    B, nh, max_len, hd = kc.shape
     T = k.shape[2] if k.ndim == 4 else -1
-    if k.shape != v.shape or tuple(k.shape) != (B, nh, T, hd):
+    if k.shape != v.shape or k.shape != (B, nh, T, hd):
         raise ValueError(f"k and v must both have shape (B, n_head, T, head_dim) = ({B}, {nh}, T, {hd}), got {tuple(k.shape)} and {tuple(v.shape)}")
     if pos < 0 or pos + T > max_len:
         raise ValueError(f"KV cache holds {max_len} positions; cannot write positions {pos}..{pos + T - 1}")
-    self.k_cache[:, :, pos:pos + T] = k
-    self.v_cache[:, :, pos:pos + T] = v
-    return self.k_cache[:, :, :pos + T], self.v_cache[:, :, :pos + T]
+    kc.narrow(2, pos, T).copy_(k); vc.narrow(2, pos, T).copy_(v)  # `narrow`: one cheap view, no index parsing
+    return kc.narrow(2, 0, pos + T), vc.narrow(2, 0, pos + T)  # (B, nh, pos + T, hd): only the filled slots
 
 # %% ../nbs/03_model.ipynb
 @patch
@@ -315,12 +348,14 @@ def setup_cache(self: GPT, batch_size: int, # sequences generated together
     if not (isinstance(batch_size, int) and batch_size > 0): raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not (isinstance(max_len, int) and 0 < max_len <= self.config.block_size):
         raise ValueError(f"max_len must be an int in [1, block_size={self.config.block_size}], got {max_len!r}")
-    w, c = self.transformer.wte.weight, self.config
+    w = self.transformer.ln_f.weight  # float even when other layers are int8
     for block in self.transformer.h:
-        old = block.attn.kv_cache
-        if old is not None and old.k_cache.shape == (batch_size, c.n_head, max_len, c.head_dim) \
+        a, old = block.attn, block.attn.kv_cache
+        if old is not None and old.k_cache.shape == (batch_size, a.n_head, max_len, a.head_dim) \
                 and old.k_cache.dtype == w.dtype and old.k_cache.device == w.device: old.reset()
-        else: block.attn.kv_cache = KVCache(batch_size, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
+        else:
+            with torch.inference_mode(False):  # ordinary tensors even when called under `inference_mode`: reusable anywhere
+                a.kv_cache = KVCache(batch_size, a.n_head, max_len, a.head_dim, dtype=w.dtype, device=w.device)
     return self
 
 # %% ../nbs/03_model.ipynb
