@@ -15,7 +15,9 @@ see the same token ids and the same weights (`GPT.to_hf_gpt2`), fp32, `no_grad`/
   last logit the internal shift drops): same windows, same contexts, same scored tokens.
 
 The documented loop counts `num_valid_tokens - 1` tokens per window; for every window after the first,
-whose first label is already -100, that is one token too few, so its weighted mean is slightly off. We
+whose first label is already -100, that is one token too few, so its weighted mean is slightly off.
+One change to the loop: a short last window starts further back so that it reads `max_length`
+tokens, as mie_lm's `window_spans` and lm-evaluation-harness do (same passes, more context). We
 time the loop verbatim, report its value, and compare our value with the loop's own losses re-weighted
 by the labels its loss really averages over (`(target_ids[:, 1:] != -100).sum()`). Throughput = tokens
 scored per second; the two sides alternate within each repeat; medians of `--repeats`.
@@ -46,7 +48,7 @@ def hf_loop(hf, ids, max_length, stride):
     for begin_loc in range(0, seq_len, stride):
         end_loc = min(begin_loc + max_length, seq_len)
         trg_len = end_loc - prev_end_loc
-        input_ids = ids[:, begin_loc:end_loc]
+        input_ids = ids[:, max(end_loc - max_length, 0):end_loc]  # a short last window slid back, as in mie_lm and lm-eval
         target_ids = input_ids.clone()
         target_ids[:, :-trg_len] = -100
         with torch.no_grad():

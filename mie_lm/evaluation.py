@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from .model import IGNORE_INDEX, GPT
 from .tokenizer import BPETokenizer
+from .training import LMScore, bits_per_byte
 
 # %% auto 0
 __all__ = ['GLTR_BUCKETS', 'GLTR_COLORS', 'token_nll', 'sequence_perplexity', 'perplexity', 'window_spans', 'score_sequences',
-           'PerplexityReport', 'evaluate_text', 'perplexity_vs_stride', 'plot_stride_curve', 'evaluate_dataset',
-           'plot_perplexity_hist', 'plot_perplexity_comparison', 'token_table', 'predictable_tokens', 'rank_bucket',
-           'gltr_buckets', 'probability_html', 'save_token_html', 'next_token_topk', 'plot_topk', 'attention_maps',
-           'plot_head', 'plot_all_heads', 'attention_explorer']
+           'PerplexityReport', 'evaluate_text', 'evaluate_file', 'perplexity_vs_stride', 'plot_stride_curve',
+           'evaluate_dataset', 'plot_perplexity_hist', 'plot_perplexity_comparison', 'token_table',
+           'predictable_tokens', 'rank_bucket', 'gltr_buckets', 'probability_html', 'save_token_html',
+           'next_token_topk', 'plot_topk', 'attention_maps', 'plot_head', 'plot_all_heads', 'attention_explorer']
 
 # %% ../nbs/06_evaluation.ipynb
 def token_nll(logits: torch.Tensor, # (B, T, V)
@@ -40,13 +41,17 @@ def token_nll(logits: torch.Tensor, # (B, T, V)
     return nll.view(labels.shape)  # (B, T)
 
 # %% ../nbs/06_evaluation.ipynb
-def sequence_perplexity(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def sequence_perplexity(logits: torch.Tensor, # (B, T, V)
+                        labels: torch.Tensor, # (B, T) next-token ids, already shifted; -100 = not scored
+                       ) -> torch.Tensor:
     "Perplexity `(B,)` of each sequence over its own scored tokens (`labels != IGNORE_INDEX`)."
     n = (labels != IGNORE_INDEX).sum(-1)  # (B,) scored tokens per row
     if (n == 0).any(): raise ValueError(f"sequence(s) {(n == 0).nonzero().flatten().tolist()} have no scored token")
     return (token_nll(logits, labels).sum(-1) / n).exp()
 
-def perplexity(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def perplexity(logits: torch.Tensor, # (B, T, V)
+               labels: torch.Tensor, # (B, T) next-token ids, already shifted; -100 = not scored
+              ) -> float:
     "Token-weighted perplexity of a batch: `exp` of the mean surprisal over all scored tokens."
     n = (labels != IGNORE_INDEX).sum().item()
     if n == 0: raise ValueError("no scored token: every label is IGNORE_INDEX (-100)")
@@ -65,7 +70,7 @@ def window_spans(n_tokens: int, # length of the token sequence, `<|bos|>` includ
     spans, prev = [], 0  # prev: position of the last label already scored
     for begin in range(0, n_tokens - 1, stride):
         end = min(begin + window, n_tokens - 1)
-        spans.append((begin, end, end - prev)); prev = end
+        spans.append((max(end - window, 0), end, end - prev)); prev = end  # a short last window reads further back
         if end == n_tokens - 1: break
     return spans
 
@@ -87,10 +92,13 @@ def _scored_logits(model, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
-def score_sequences(model: GPT, seqs: list[torch.Tensor], # 1-D id tensors, at least 2 ids each
-                    window: int, stride: int, # see `window_spans`
+def score_sequences(model: GPT, # the model to score with
+                    seqs: list[torch.Tensor], # 1-D id tensors, at least 2 ids each
+                    window: int, # input tokens per forward pass (see `window_spans`)
+                    stride: int, # tokens the window moves each step
                     batch_size: int = 8, # windows per forward pass
-                    progress: bool = False) -> list[torch.Tensor]: # show a progress bar over batches
+                    progress: bool = False, # show a progress bar over batches
+                   ) -> list[torch.Tensor]:
     "Surprisal in nats of tokens `1..n-1` of each sequence, each scored once through sliding windows."
     jobs = sorted(((i, *s) for i, ids in enumerate(seqs) for s in window_spans(len(ids), window, stride)),
                   key=lambda j: j[1] - j[2])  # longest windows first: little padding within a batch
@@ -104,28 +112,22 @@ def score_sequences(model: GPT, seqs: list[torch.Tensor], # 1-D id tensors, at l
             x[r, :e - b] = seqs[i][b:e]
             rows.append(torch.arange(r * T + e - b - k, r * T + e - b)); targets.append(seqs[i][e - k + 1:e + 1])
         logits = _scored_logits(model, x.to(dev), torch.cat(rows).to(dev))  # (n_scored, V)
-        nll = F.cross_entropy(logits.float(), torch.cat(targets).to(dev), reduction="none").cpu()
+        nll = token_nll(logits[None], torch.cat(targets).to(dev)[None])[0].cpu()  # (n_scored,)
         for (i, b, e, k), piece in zip(chunk, nll.split([j[3] for j in chunk])): out[i][e - k:e] = piece
     return out
 
 # %% ../nbs/06_evaluation.ipynb
 @dataclass
-class PerplexityReport:
+class PerplexityReport(LMScore):
     "Perplexity of a text or dataset with the counts behind it, at token, byte and word level."
-    nll: float  # total surprisal of the scored tokens, in nats
-    n_tokens: int  # tokens scored (each exactly once; `<|bos|>` is context, never scored)
-    n_bytes: int  # UTF-8 bytes of the text(s)
-    n_words: int  # words, lm-eval's count `len(re.split(r"\s+", text))` per text
-    window: int  # input tokens per forward pass (at most the model's `block_size`)
-    stride: int  # tokens the window moves per pass; `window - stride` tokens of overlap
-    bos: bool  # whether `<|bos|>` was prepended so that the first token is scored too
+    # from `LMScore`: nll (nats, summed over scored tokens), n_tokens (each scored once; `<|bos|>` is context), n_bytes (UTF-8)
+    n_words: int = 0  # words, lm-eval's count `len(re.split(r"\s+", text))` per text
+    window: int = 0  # input tokens per forward pass (at most the model's `block_size`)
+    stride: int = 0  # tokens the window moves per pass; `window - stride` tokens of overlap
+    bos: bool = True  # whether `<|bos|>` was prepended so that the first token is scored too
     n_sequences: int = 1  # texts evaluated
     mean_sequence_perplexity: float | None = None  # average of per-text perplexities: NOT the standard number
 
-    @property
-    def perplexity(self) -> float: return math.exp(self.nll / self.n_tokens)  # token-weighted, the standard
-    @property
-    def bits_per_byte(self) -> float: return self.nll / self.n_bytes / math.log(2)
     @property
     def byte_perplexity(self) -> float: return math.exp(self.nll / self.n_bytes)
     @property
@@ -165,11 +167,14 @@ def _encode_checked(tok: BPETokenizer, texts: list[str], bos: bool) -> list[torc
 # %% ../nbs/06_evaluation.ipynb
 def _count_words(text: str) -> int: return len(re.split(r"\s+", text))  # lm-eval's word count
 
-def evaluate_text(model: GPT, tok: BPETokenizer, text: str,
+def evaluate_text(model: GPT, # the model to evaluate
+                  tok: BPETokenizer, # its tokenizer
+                  text: str, # one text of any length
                   window: int | None = None, # input tokens per pass (default: `block_size`)
                   stride: int | None = None, # tokens the window moves (default: `window // 2`)
                   bos: bool = True, # put `<|bos|>` first, so the first token is scored too
-                  batch_size: int = 8) -> PerplexityReport: # windows per forward pass
+                  batch_size: int = 8, # windows per forward pass
+                 ) -> PerplexityReport:
     "`PerplexityReport` of `model` on one (possibly long) `text`, scored with sliding windows."
     window, stride = _check_window(model, window, stride)
     ids = _encode_checked(tok, [text], bos)[0]
@@ -177,9 +182,32 @@ def evaluate_text(model: GPT, tok: BPETokenizer, text: str,
     return PerplexityReport(nll.sum().item(), len(nll), len(text.encode("utf-8")), _count_words(text), window, stride, bos)
 
 # %% ../nbs/06_evaluation.ipynb
-def perplexity_vs_stride(model: GPT, tok: BPETokenizer, text: str, strides: list[int],
-                         window: int | None = None, bos: bool = True,
-                         batch_size: int = 64) -> "pandas.DataFrame": # windows per forward pass
+def evaluate_file(model: GPT, # the model to evaluate
+                  tok: BPETokenizer, # its tokenizer
+                  path, # a UTF-8 text file
+                  window: int | None = None, # input tokens per pass (default: `block_size`)
+                  stride: int | None = None, # tokens the window moves (default: `window // 2`)
+                  bos: bool = True, # put `<|bos|>` first, so the first token is scored too
+                  batch_size: int = 8, # windows per forward pass
+                 ) -> PerplexityReport:
+    "`PerplexityReport` of `model` on the whole file at `path`, scored as one stream."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no file at {path}")
+    data = path.read_bytes()
+    try: text = data.decode("utf-8")
+    except UnicodeDecodeError as e: raise ValueError(f"{path} is not UTF-8 text: byte {e.start} is {data[e.start:e.start + 1]!r}") from None
+    if not text: raise ValueError(f"{path} is empty: nothing to score")
+    return evaluate_text(model, tok, text, window, stride, bos, batch_size)
+
+# %% ../nbs/06_evaluation.ipynb
+def perplexity_vs_stride(model: GPT, # the model to evaluate
+                         tok: BPETokenizer, # its tokenizer
+                         text: str, # the text to score
+                         strides: list[int], # strides to try, each in [1, window]
+                         window: int | None = None, # input tokens per pass (default: `block_size`)
+                         bos: bool = True, # put `<|bos|>` first
+                         batch_size: int = 64, # windows per forward pass
+                        ) -> "pandas.DataFrame":
     "One row per stride: token perplexity, bits per byte and forward passes of `model` on `text`."
     import pandas as pd  # imported lazily: only the tables need pandas
     rows = []
@@ -189,7 +217,9 @@ def perplexity_vs_stride(model: GPT, tok: BPETokenizer, text: str, strides: list
                          passes=len(window_spans(r.n_tokens + 1, r.window, s))))  # n_tokens + 1 ids score n_tokens
     return pd.DataFrame(rows)
 
-def plot_stride_curve(df: "pandas.DataFrame", ax=None):
+def plot_stride_curve(df: "pandas.DataFrame", # a `perplexity_vs_stride` table
+                      ax=None, # matplotlib axes to draw on (default: a new figure)
+                     ):
     "Perplexity against stride (log x axis) from `perplexity_vs_stride`."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     if ax is None: _, ax = plt.subplots(figsize=(5, 3))
@@ -199,9 +229,15 @@ def plot_stride_curve(df: "pandas.DataFrame", ax=None):
     return ax
 
 # %% ../nbs/06_evaluation.ipynb
-def evaluate_dataset(model: GPT, tok: BPETokenizer, texts: list[str],
-                     window: int | None = None, stride: int | None = None, bos: bool = True,
-                     batch_size: int = 8, progress: bool = True) -> tuple["pandas.DataFrame", PerplexityReport]:
+def evaluate_dataset(model: GPT, # the model to evaluate
+                     tok: BPETokenizer, # its tokenizer
+                     texts: list[str], # the texts (documents) to score, each on its own
+                     window: int | None = None, # input tokens per pass (default: `block_size`)
+                     stride: int | None = None, # tokens the window moves (default: `window // 2`)
+                     bos: bool = True, # put `<|bos|>` before each text
+                     batch_size: int = 8, # windows per forward pass
+                     progress: bool = True, # show a progress bar over batches
+                    ) -> tuple["pandas.DataFrame", PerplexityReport]:
     "Per-text table (tokens, bytes, words, nll, perplexity, bits per byte) and the token-weighted `PerplexityReport`."
     import pandas as pd  # imported lazily: only the tables need pandas
     if isinstance(texts, str) or not len(texts): raise ValueError(f"texts must be a non-empty list of str, got {texts!r:.40}")
@@ -210,13 +246,17 @@ def evaluate_dataset(model: GPT, tok: BPETokenizer, texts: list[str],
     nlls = score_sequences(model, seqs, window, stride, batch_size, progress)
     df = pd.DataFrame(dict(n_tokens=[len(x) for x in nlls], n_bytes=[len(t.encode("utf-8")) for t in texts],
                            n_words=[_count_words(t) for t in texts], nll=[x.sum().item() for x in nlls]))
-    df["perplexity"], df["bits_per_byte"] = (df.nll / df.n_tokens).map(math.exp), df.nll / df.n_bytes / math.log(2)
+    df["perplexity"], df["bits_per_byte"] = (df.nll / df.n_tokens).map(math.exp), df.nll.combine(df.n_bytes, bits_per_byte)
     rep = PerplexityReport(float(df.nll.sum()), int(df.n_tokens.sum()), int(df.n_bytes.sum()), int(df.n_words.sum()),
                            window, stride, bos, len(texts), float(df.perplexity.mean()))
     return df, rep
 
 # %% ../nbs/06_evaluation.ipynb
-def plot_perplexity_hist(table: "pandas.DataFrame", ax=None, label: str | None = None, bins=None):
+def plot_perplexity_hist(table: "pandas.DataFrame", # per-text table from `evaluate_dataset`
+                         ax=None, # matplotlib axes to draw on (default: a new figure)
+                         label: str | None = None, # legend name of the model
+                         bins=None, # histogram bin edges (default: 40 log-spaced)
+                        ):
     "Histogram of per-sequence perplexity (log x axis), with the token-weighted perplexity marked."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     import numpy as np
@@ -229,7 +269,9 @@ def plot_perplexity_hist(table: "pandas.DataFrame", ax=None, label: str | None =
     ax.set_xlabel("perplexity of one text"); ax.set_ylabel("texts"); ax.legend()
     return ax
 
-def plot_perplexity_comparison(tables: dict, ax=None): # name -> per-text table from `evaluate_dataset`
+def plot_perplexity_comparison(tables: dict, # name -> per-text table from `evaluate_dataset`
+                               ax=None, # matplotlib axes to draw on (default: a new figure)
+                              ):
     "Overlaid per-sequence perplexity histograms of several models on shared bins."
     import numpy as np
     lo = min(t.perplexity.min() for t in tables.values()); hi = max(t.perplexity.max() for t in tables.values())
@@ -240,7 +282,11 @@ def plot_perplexity_comparison(tables: dict, ax=None): # name -> per-text table 
 
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
-def token_table(model: GPT, tok: BPETokenizer, text: str, bos: bool = True) -> "pandas.DataFrame":
+def token_table(model: GPT, # the model to look into
+                tok: BPETokenizer, # its tokenizer
+                text: str, # at most `block_size + 1` tokens
+                bos: bool = True, # put `<|bos|>` first, so the first token gets a row too
+               ) -> "pandas.DataFrame":
     "One row per scored token of `text`: `token`, `id`, `prob`, `nll` (nats), `rank` (1 = top guess), `top_guess`."
     import pandas as pd  # imported lazily: only the tables need pandas
     ids = _encode_checked(tok, [text], bos)[0]
@@ -254,20 +300,25 @@ def token_table(model: GPT, tok: BPETokenizer, text: str, bos: bool = True) -> "
                              top_guess=[tok.decode([i]) for i in logits.argmax(-1).tolist()]))
 
 # %% ../nbs/06_evaluation.ipynb
-def predictable_tokens(table: "pandas.DataFrame", k: int = 8) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:
+def predictable_tokens(table: "pandas.DataFrame", # a `token_table`
+                       k: int = 8, # rows in each of the two tables
+                      ) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:
     "The `k` most predictable (lowest `nll`) and `k` least predictable rows of a `token_table`."
     cols = ["position", "token", "prob", "rank", "top_guess"]
     return table.nsmallest(k, "nll")[cols], table.nlargest(k, "nll")[cols]
 
 # %% ../nbs/06_evaluation.ipynb
 GLTR_BUCKETS = {"top 10": 10, "top 100": 100, "top 1000": 1000}  # GLTR's rank thresholds; beyond: "rest"
-GLTR_COLORS = {"top 10": "#a6e3a1", "top 100": "#f9e2af", "top 1000": "#f5a3a3", "rest": "#cba6f7"}
+GLTR_COLORS = {"top 10": "rgb(166, 227, 161)", "top 100": "rgb(249, 226, 175)",  # green, yellow,
+               "top 1000": "rgb(245, 163, 163)", "rest": "rgb(203, 166, 247)"}  # red, purple: as in GLTR
 
-def rank_bucket(rank: int) -> str:
+def rank_bucket(rank: int, # 1-based rank of a token among the predictions
+               ) -> str:
     "GLTR bucket name of a 1-based `rank`: `'top 10'`, `'top 100'`, `'top 1000'` or `'rest'`."
     return next((name for name, n in GLTR_BUCKETS.items() if rank <= n), "rest")
 
-def gltr_buckets(table: "pandas.DataFrame") -> "pandas.DataFrame":
+def gltr_buckets(table: "pandas.DataFrame", # a `token_table`
+                ) -> "pandas.DataFrame":
     "Tokens and fraction of a `token_table` in each GLTR rank bucket."
     counts = table["rank"].map(rank_bucket).value_counts().reindex([*GLTR_BUCKETS, "rest"], fill_value=0)
     return counts.rename("tokens").to_frame().assign(fraction=lambda d: d.tokens / d.tokens.sum())
@@ -275,7 +326,9 @@ def gltr_buckets(table: "pandas.DataFrame") -> "pandas.DataFrame":
 # %% ../nbs/06_evaluation.ipynb
 def _prob_color(p: float) -> str: return f"hsl({120 * p:.0f}, 75%, 80%)"  # 0 = red, 1 = green
 
-def probability_html(table: "pandas.DataFrame", by: str = "prob") -> str: # "prob" or "rank" (GLTR buckets)
+def probability_html(table: "pandas.DataFrame", # a `token_table`
+                     by: str = "prob", # "prob" or "rank" (GLTR buckets)
+                    ) -> str:
     "HTML of the tokens of a `token_table`, each shaded by its probability or GLTR rank bucket."
     if by not in ("prob", "rank"): raise ValueError(f"by must be 'prob' or 'rank', got {by!r}")
     spans = []
@@ -285,7 +338,11 @@ def probability_html(table: "pandas.DataFrame", by: str = "prob") -> str: # "pro
         spans.append(f'<span style="background:{color}" title="{html.escape(tip)}">{html.escape(r.token)}</span>')
     return f'<div style="white-space:pre-wrap;font-family:monospace;line-height:1.6">{"".join(spans)}</div>'
 
-def save_token_html(table: "pandas.DataFrame", path, by: str = "prob", title: str = "Token probabilities") -> Path:
+def save_token_html(table: "pandas.DataFrame", # a `token_table`
+                    path, # the HTML file to write
+                    by: str = "prob", # "prob" or "rank" (GLTR buckets)
+                    title: str = "Token probabilities", # page title and heading
+                   ) -> Path:
     "Write `probability_html` of `table` as a standalone HTML page at `path`; return the path."
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1>\n{probability_html(table, by)}\n</body></html>\n")
@@ -294,7 +351,12 @@ def save_token_html(table: "pandas.DataFrame", path, by: str = "prob", title: st
 
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
-def next_token_topk(model: GPT, tok: BPETokenizer, text: str, k: int = 10, bos: bool = True) -> "pandas.DataFrame":
+def next_token_topk(model: GPT, # the model to ask
+                    tok: BPETokenizer, # its tokenizer
+                    text: str, # the context (its last `block_size` tokens are used)
+                    k: int = 10, # how many tokens to list
+                    bos: bool = True, # put `<|bos|>` first
+                   ) -> "pandas.DataFrame":
     "The `k` most likely next tokens after `text` (its last `block_size` tokens) with their probabilities."
     import pandas as pd  # imported lazily: only the tables need pandas
     if not text and not bos: raise ValueError("text is empty and bos=False: there is no context to predict from")
@@ -303,7 +365,10 @@ def next_token_topk(model: GPT, tok: BPETokenizer, text: str, k: int = 10, bos: 
     p, i = probs.topk(min(k, len(probs)))
     return pd.DataFrame(dict(token=[tok.decode([j]) for j in i.tolist()], id=i.tolist(), prob=p.numpy()))
 
-def plot_topk(df: "pandas.DataFrame", ax=None, title: str | None = None):
+def plot_topk(df: "pandas.DataFrame", # a `next_token_topk` table
+              ax=None, # matplotlib axes to draw on (default: a new figure)
+              title: str | None = None, # plot title
+             ):
     "Horizontal bar chart of a `next_token_topk` table."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     if ax is None: _, ax = plt.subplots(figsize=(5, 0.3 * len(df) + 0.8))
@@ -313,7 +378,11 @@ def plot_topk(df: "pandas.DataFrame", ax=None, title: str | None = None):
 
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
-def attention_maps(model: GPT, tok: BPETokenizer, text: str, bos: bool = True) -> tuple[list[torch.Tensor], list[str]]:
+def attention_maps(model: GPT, # the model to look into
+                   tok: BPETokenizer, # its tokenizer
+                   text: str, # at most `block_size` tokens
+                   bos: bool = True, # put `<|bos|>` first
+                  ) -> tuple[list[torch.Tensor], list[str]]:
     "Per-layer attention `(1, n_head, T, T)` and token strings of `text`: the input of bertviz's `head_view`."
     if not text: raise ValueError("text is empty: no tokens to attend over")
     ids = torch.tensor(tok.encode(text, add_bos=bos))
@@ -322,7 +391,12 @@ def attention_maps(model: GPT, tok: BPETokenizer, text: str, bos: bool = True) -
     return [a.float().cpu() for a in att], [tok.decode([i]) for i in ids.tolist()]
 
 # %% ../nbs/06_evaluation.ipynb
-def plot_head(attention: list[torch.Tensor], tokens: list[str], layer: int, head: int, ax=None):
+def plot_head(attention: list[torch.Tensor], # per-layer weights from `attention_maps`
+              tokens: list[str], # token strings from `attention_maps`
+              layer: int, # layer index, from 0
+              head: int, # head index, from 0
+              ax=None, # matplotlib axes to draw on (default: a new figure)
+             ):
     "Seaborn heatmap of head `head` of layer `layer` from `attention_maps` output."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     import seaborn as sns
@@ -335,7 +409,10 @@ def plot_head(attention: list[torch.Tensor], tokens: list[str], layer: int, head
     ax.set_title(f"layer {layer}, head {head}"); ax.set_xlabel("key"); ax.set_ylabel("query")
     return ax
 
-def plot_all_heads(attention: list[torch.Tensor], tokens: list[str], size: float = 3.0):
+def plot_all_heads(attention: list[torch.Tensor], # per-layer weights from `attention_maps`
+                   tokens: list[str], # token strings from `attention_maps`
+                   size: float = 3.0, # inches per heatmap
+                  ):
     "Grid of heatmaps of every head: rows are layers, columns heads."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     L, H = len(attention), attention[0].shape[1]
@@ -352,7 +429,10 @@ def _figure_html(fig) -> str:
     buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=80); plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
-def attention_explorer(model: GPT, tok: BPETokenizer, text: str = "def f(x):\n    return x + 1") -> "ipywidgets.Widget":
+def attention_explorer(model: GPT, # the model to look into
+                       tok: BPETokenizer, # its tokenizer
+                       text: str = "def f(x):\n    return x + 1", # the starting text
+                      ) -> "ipywidgets.Widget":
     "An ipywidgets box: text, layer and head controls and the heatmap of the chosen head."
     import ipywidgets as W  # imported lazily: the library does not need ipywidgets to run
     import matplotlib.pyplot as plt

@@ -43,7 +43,7 @@ def gpt2_state_dict(model: GPT, # a model with the GPT-2 layout
     check_gpt2_layout(model.config)
     with torch.device("meta"): want = {k: v.shape for k, v in GPT(model.config).state_dict().items()}  # shapes only, no memory
     have = model.state_dict()
-    for k in want.keys() | have.keys():
+    for k in [*have, *(k for k in want if k not in have)]:  # in model order: the first bad tensor is named
         if k not in have or k not in want or have[k].shape != want[k]:
             raise ValueError(f"cannot export to GPT-2: tensor {k!r} does not have the shape its config needs (a pruned or modified model)")
     return {k: (v.t() if k.endswith(_CONV1D) else v).detach().float().cpu().contiguous()

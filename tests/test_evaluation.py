@@ -106,7 +106,7 @@ def test_window_spans_score_every_token_once_with_enough_context(n, window, data
     scored = [t for b, e, k in spans for t in range(e - k + 1, e + 1)]  # label positions
     assert scored == list(range(1, n))
     for i, (b, e, k) in enumerate(spans):
-        assert 0 <= b < e <= n - 1 and e - b <= window and 1 <= k <= e - b
+        assert 0 <= b < e <= n - 1 and e - b == min(window, e) and 1 <= k <= e - b  # every window as long as it can be
         if i: assert e - k + 1 - b >= window - stride + 1  # context of the first scored label
 
 
@@ -152,12 +152,13 @@ def hf_documented_loop(hf, ids, max_length, stride):
     """HF's documented sliding-window loop, with the count fixed to the labels the loss really averages over.
 
     The documentation subtracts one label per window for the internal shift; with overlapping windows the
-    dropped label is already -100, so the fix counts `(target_ids[:, 1:] != -100)` instead."""
+    dropped label is already -100, so the fix counts `(target_ids[:, 1:] != -100)` instead. A short last
+    window starts further back so that it reads `max_length` tokens, as in mie_lm and lm-evaluation-harness."""
     nll_sum, n_tokens, prev_end, seq_len = 0.0, 0, 0, ids.size(1)
     for begin in range(0, seq_len, stride):
         end = min(begin + max_length, seq_len)
         trg_len = end - prev_end
-        input_ids = ids[:, begin:end]
+        input_ids = ids[:, max(end - max_length, 0):end]
         target_ids = input_ids.clone(); target_ids[:, :-trg_len] = -100
         with torch.no_grad(): loss = hf(input_ids, labels=target_ids).loss
         n = (target_ids[:, 1:] != -100).sum().item()
@@ -315,3 +316,41 @@ def test_import_is_light():
     code = ("import sys, mie_lm.evaluation; bad = [m for m in ('matplotlib', 'seaborn', 'ipywidgets', 'pandas') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- one stream, one bits per byte
+def test_evaluate_file_scores_the_file_as_one_stream(model, tok, docs, tmp_path):
+    from mie_lm.evaluation import evaluate_file
+    text = "\n\n".join(docs.valid[:6]) + "\r\n\ttrailing  \n\n"
+    f = tmp_path / "v.txt"; f.write_bytes(text.encode("utf-8"))
+    r = evaluate_file(model, tok, f, window=32, stride=16)
+    direct = evaluate_text(model, tok, text, window=32, stride=16)
+    assert (r.nll, r.n_tokens, r.n_bytes, r.n_words) == (direct.nll, direct.n_tokens, len(f.read_bytes()), direct.n_words)
+    assert r.n_tokens == len(tok.encode(text))  # every token of the file, blank lines included
+    f.write_bytes(b"ok \xff"); 
+    with pytest.raises(ValueError, match="not UTF-8 text: byte 3"): evaluate_file(model, tok, f)
+    f.write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"): evaluate_file(model, tok, f)
+    with pytest.raises(FileNotFoundError, match="no file at"): evaluate_file(model, tok, tmp_path / "missing.txt")
+
+
+def test_last_window_reads_a_full_window(model):
+    seq = torch.randint(0, model.config.vocab_size, (50,))
+    b, e, k = window_spans(50, 16, 16)[-1]
+    assert (b, e, k) == (33, 49, 1)  # disjoint windows; the last one still reads 16 tokens
+    with torch.no_grad(): want = token_nll(model(seq[None, b:e]), seq[None, b + 1:e + 1])[0, -k:]
+    assert torch.allclose(score_sequences(model, [seq], 16, 16)[0][-k:], want, atol=1e-5)
+
+
+def test_report_bits_per_byte_is_the_trainers(model, tok, docs):
+    from mie_lm.training import LMScore, Trainer, TrainingConfig, bits_per_byte, token_byte_lengths
+    from mie_lm.data import LMDataset
+    texts = [t for t in docs.valid if 2 < len(tok.encode(t)) < model.config.block_size][:40]  # each fits one window
+    _, rep = evaluate_dataset(model, tok, texts, window=model.config.block_size, progress=False)
+    assert isinstance(rep, LMScore) and rep.bits_per_byte == bits_per_byte(rep.nll, rep.n_bytes)
+    ds = LMDataset(texts, tok, model.config.block_size, add_eos=False, progress=False)
+    trainer = Trainer(model, TrainingConfig(batch_size=8, max_steps=1, threads=1), ds, ds, token_byte_lengths(tok, model.config.vocab_size))
+    ev = trainer.evaluate()
+    assert ev["valid_bpb"] == pytest.approx(rep.bits_per_byte, rel=1e-3)
+    assert ev["valid_loss"] == pytest.approx(rep.loss, rel=1e-3)
+    assert not model.training
