@@ -18,11 +18,25 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 
-# Headless Chromium for the docs site check (Debian's package; never a browser download).
+# The docs site needs npm once (the ipywidgets embed manager and MathJax are served from the site, installed
+# into docs/node_modules) and its check drives a headless Chromium. Debian/Ubuntu: apt-get installs what is
+# missing (Debian's chromium, never a browser download). macOS: Homebrew installs them (`node`, the `chromium`
+# cask); without Homebrew, make says what to install and stops (npm) or the browser checks are skipped with that
+# message (Chromium; an installed Google Chrome is used too).
+UNAME := $(shell uname -s)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) apt-get install -y -q
 test-setup: setup
+ifeq ($(UNAME),Darwin)
+	@command -v npm >/dev/null || { command -v brew >/dev/null && brew install node; } || \
+	  { echo "make: npm is needed for the docs site assets: install Node.js (https://nodejs.org or brew install node)"; exit 1; }
+	@$(BIN)/python tests/find_browser.py >/dev/null || { command -v brew >/dev/null && brew install --cask chromium; } || \
+	  echo "make: no Chromium or Google Chrome found: the docs site's browser checks will be skipped (brew install --cask chromium)"
+else
+	@command -v npm >/dev/null || { $(APT) npm >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(APT) npm >/dev/null; }; }
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+	  $(APT) chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(APT) chromium >/dev/null; }; }
+endif
 
 demo: setup
 	$(BIN)/mie_lm demo

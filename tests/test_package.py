@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULE_ORDER = ["tokenizer", "corpora", "data", "model", "generation", "training", "evaluation", "compression", "cli"]
+MODULE_ORDER = ["tokenizer", "corpora", "data", "model", "hub", "generation", "explorers", "training", "evaluation", "interpret",
+                "compression", "runs", "cli"]
 MODULES = [p.stem for p in sorted((ROOT / "mie_lm").glob("*.py")) if not p.stem.startswith("_")]
 
 
@@ -44,3 +45,12 @@ def test_every_notebook_follows_the_skeleton():
         titles = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")]
         assert titles, f"{nb_path.name}: no H1 title"
         assert "\n> " in titles[0], f"{nb_path.name}: H1 title without a `>` subtitle"
+
+
+def test_release_workflow_builds_checks_and_publishes_on_a_tag():
+    "A version tag builds the sdist and wheel, checks them with twine, and publishes with PyPI trusted publishing."
+    text = (ROOT / ".github" / "workflows" / "release.yaml").read_text()
+    assert re.search(r"tags:\s*\[\"v\*\"\]", text), "release.yaml must run on version tags"
+    for step in ("python -m build", "twine check --strict", "pypa/gh-action-pypi-publish", "id-token: write"):
+        assert step in text, f"release.yaml lacks {step!r}"
+    assert "password" not in text and "PYPI_TOKEN" not in text, "trusted publishing needs no stored token"

@@ -5,9 +5,10 @@ Quarto (what `nbdev_docs` uses) cannot be installed offline, so this script rend
 notebooks with Jupyter Book instead. Steps:
 
 1. Copy `nbs/*.ipynb` to `_docs/src/`, mapping nbdev directives to myst-nb cell tags
-   (`hide`/`default_exp`/`exporti` -> remove-cell, `export` -> hide-input, `eval: false` ->
-   skip-execution) and stripping the `#|` lines; after every exported cell, insert an API entry
-   (nbdev's `show_doc` markdown, minus the leading `---` that docutils rejects).
+   (`hide`/`default_exp` -> remove-cell, `eval: false` -> skip-execution, `echo: false` ->
+   remove-input) and stripping the `#|` lines. Exported cells (`export`, `exports`, `exporti`) keep
+   their source visible: the code is the lesson. After every exported cell, insert its compact API
+   entries (`tools/apidoc.py`: signature, docstring, parameter table; no headings).
 2. Write `_toc.yml` (index first, then the numbered notebooks) and copy `docs/_config.yml`.
 3. Serve the ipywidgets embed manager and MathJax from the site itself (npm packages listed in
    `docs/package.json`, installed here if missing) instead of a CDN.
@@ -33,19 +34,11 @@ NBS, DOCS, OUT = ROOT / "nbs", ROOT / "docs", ROOT / "_docs"
 SRC, HTML = OUT / "src", OUT / "_build" / "html"
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*?)\s*$")
 
-SETUP_CELL = r'''
-import re
-from IPython.display import Markdown, display
-from nbdev.showdoc import BasicMarkdownRenderer
-def _show_api(obj, name=None):
-    "Display nbdev's API entry for `obj` (without the `---` rule that docutils cannot parse)."
-    md = BasicMarkdownRenderer(obj, name=name)._repr_markdown_().lstrip()
-    md = re.sub(r"\[source\]\([^)]*\)\{[^}]*\}", "", md)  # Quarto-only link attributes
-    display(Markdown(md[3:].lstrip() if md.startswith("---") else md))
-def _show_const(name, value, comment=""):
-    "Display an API entry for the exported constant `name`."
-    display(Markdown(f"### {name}\n\n`{name} = {value!r}`\n\n{comment}"))
-'''
+SETUP_CELL = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "tools")!r})
+from apidoc import show_api as _show_api, show_const as _show_const
+"""
 
 
 def directives(cell) -> tuple[dict[str, str], str]:
@@ -61,22 +54,21 @@ def directives(cell) -> tuple[dict[str, str], str]:
     return found, "\n".join(body).strip("\n")
 
 
-def api_entries(source: str, public: set[str]) -> list[str]:
+def api_entries(source: str, public: set[str], module: str | None = None) -> list[str]:
     "Code displaying API entries for an exported cell: public defs/classes and their methods, `@patch`ed methods, constants."
-    return [f"_show_api({n}, name={n!r})" for n in api_names(source, public)] + [
-        f"_show_const({n!r}, {n}, {c!r})" for n, c in api_constants(source, public)]
+    return [f"_show_api({n}, name={n!r}, module={module!r})" for n in api_names(source, public)] + [
+        f"_show_const({n!r}, {n}, {line!r})" for n, line in api_constants(source, public)]
 
 
 def api_constants(source: str, public: set[str]) -> list[tuple[str, str]]:
-    "Exported constants assigned at the top level of `source`, with their trailing comments."
+    "Exported constants assigned at the top level of `source`, with the first line of their assignment."
     lines, found = source.splitlines(), []
     for node in ast.parse(source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            line = lines[node.lineno - 1]
-            comment = line.split("#", 1)[1].strip() if "#" in line else ""
+            line = lines[node.lineno - 1]  # its trailing comment documents the constant (read by `apidoc.line_comment`)
             names = [n for t in targets for n in ([t] if isinstance(t, ast.Name) else getattr(t, "elts", []))]
-            found += [(n.id, comment) for n in names if isinstance(n, ast.Name) and n.id in public]
+            found += [(n.id, line) for n in names if isinstance(n, ast.Name) and n.id in public]
     return found
 
 
@@ -99,15 +91,15 @@ def api_names(source: str, public: set[str]) -> list[str]:
     return names
 
 
-def module_public_names(nb) -> set[str]:
-    "`__all__` of the module a notebook exports to (empty if it exports nothing)."
+def module_public_names(nb) -> tuple[str | None, set[str]]:
+    "The module a notebook exports to and its `__all__` (None and empty if it exports nothing)."
     for cell in nb.cells:
         if cell.cell_type != "code": continue
         d, _ = directives(cell)
         if "default_exp" in d:
-            mod = __import__(f"mie_lm.{d['default_exp']}", fromlist=["__all__"])
-            return set(getattr(mod, "__all__", []))
-    return set()
+            name = f"mie_lm.{d['default_exp']}"
+            return name, set(getattr(__import__(name, fromlist=["__all__"]), "__all__", []))
+    return None, set()
 
 
 def tagged(cell, *tags):
@@ -118,19 +110,18 @@ def tagged(cell, *tags):
 
 def preprocess(nb):
     "Map nbdev directives to myst-nb tags and add API entries after exported cells."
-    public, cells = module_public_names(nb), [tagged(nbformat.v4.new_code_cell(SETUP_CELL), "remove-cell")]
+    (module, public), cells = module_public_names(nb), [tagged(nbformat.v4.new_code_cell(SETUP_CELL), "remove-cell")]
     for cell in nb.cells:
         cells.append(cell)
         if cell.cell_type != "code": continue
         d, cell.source = directives(cell)
-        if {"hide", "default_exp", "exporti", "include"} & set(d) or "nbdev_export" in cell.source:
+        if {"hide", "default_exp", "include"} & set(d) or "nbdev_export" in cell.source:
             tagged(cell, "remove-cell")
-        if "export" in d: tagged(cell, "hide-input")
         if d.get("eval") == "false": tagged(cell, "skip-execution")
         if d.get("echo") == "false": tagged(cell, "remove-input")
         if d.get("output") == "false": tagged(cell, "remove-output")
-        if "export" in d or "exports" in d:
-            cells += [tagged(nbformat.v4.new_code_cell(code), "remove-input") for code in api_entries(cell.source, public)]
+        if {"export", "exports"} & set(d):
+            cells += [tagged(nbformat.v4.new_code_cell(code), "remove-input") for code in api_entries(cell.source, public, module)]
     nb.cells = cells
     for c in nb.cells: c.pop("id", None)
     nb.nbformat_minor = 4  # ids dropped above: they are optional before 4.5
@@ -180,7 +171,9 @@ def main():
     subprocess.run([str(bin_dir / "jupyter-book"), "config", "sphinx", str(SRC)], check=True, stdout=subprocess.DEVNULL)
     conf = SRC / "conf.py"
     conf.write_text(conf.read_text().replace("'sphinx_thebe', ", "").replace("'sphinx_comments', ", ""))
-    cmd = [str(bin_dir / "sphinx-build"), "-W", "--keep-going", "-q", "-b", "html", str(SRC), str(HTML)]
+    # A partial build (some notebooks) links to pages it leaves out: only the full build treats warnings as errors.
+    cmd = [str(bin_dir / "sphinx-build"), *([] if args.names else ["-W"]), "--keep-going", "-q", "-b", "html", str(SRC), str(HTML)]
+    shutil.rmtree(HTML / "reports", ignore_errors=True)  # reports of failed cells from an earlier build
     print("building", len(pages), "pages:", " ".join(cmd), flush=True)
     res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode != 0:
