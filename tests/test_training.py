@@ -29,7 +29,7 @@ def tiny(**kw):
 
 
 def cfg(**kw):
-    base = dict(max_steps=8, warmup_steps=2, batch_size=4, log_every=1, precision="fp32", device="cpu", progress=False)
+    base = dict(max_steps=8, warmup_steps=2, batch_size=4, log_every=1, precision="fp32", device="cpu", progress=False, threads=1)
     return TrainingConfig(**{**base, **kw})
 
 
@@ -47,7 +47,7 @@ class StopAt(Callback):
 
 @pytest.mark.parametrize("kw, msg", [(dict(lr=0), "lr must be a number > 0, got 0"), (dict(lr=-1.0), "got -1.0"),
                                      (dict(max_steps=10, warmup_steps=10), "warmup_steps=10 is not shorter than training"),
-                                     (dict(schedule="exp"), "schedule must be one of"), (dict(max_steps=None), "needs a budget"),
+                                     (dict(schedule="exp"), "schedule must be one of"), (dict(threads=0), "threads must be an int >= 1 or None"),
                                      (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
                                      (dict(precision="fp16"), "precision must be one of")])
 def test_bad_config(kw, msg):
@@ -182,7 +182,7 @@ DDP_SCRIPT = textwrap.dedent("""
         torch.manual_seed(0)
         model = GPT(GPTConfig.from_preset("tiny", vocab_size=256, block_size=16))
         cfg = TrainingConfig(max_steps=6, warmup_steps=2, batch_size=batch_size, eval_every=3, log_every=1, precision="fp32",
-                             device="cpu", progress=False, grad_clip=0.5)
+                             device="cpu", progress=False, grad_clip=0.5, threads=1)
         t = Trainer(model, cfg, PackedDataset(tokens, 16, n_samples=64), PackedDataset(tokens[:900], 16, n_samples=50))
         r = t.fit()
         if t.is_main:
@@ -207,3 +207,81 @@ def test_ddp_matches_single_process(tmp_path):
             if k in x: assert x[k] == pytest.approx(y[k], rel=1e-5), (k, x, y)
     w1, w2 = load_file(str(tmp_path / "single.safetensors")), load_file(str(tmp_path / "ddp.safetensors"))
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+# ---- one loss, one bits per byte ---------------------------------------------------------------------
+
+def test_trainer_validation_bpb_equals_evaluate_dataset():
+    from mie_lm.corpora import synthetic
+    from mie_lm.evaluation import evaluate_dataset
+    from mie_lm.training import LMScore, bits_per_byte, score_batches
+    syn = synthetic()
+    tok = BPETokenizer.train(syn.train[:300], vocab_size=300)
+    texts = [t[:70] for t in syn.valid[:24]]  # short texts: each fits one window, so both score the same tokens in the same context
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", vocab_size=tok.vocab_size, block_size=64))
+    valid = LMDataset(texts, tok, 64, add_eos=False, progress=False)
+    assert valid.lengths.max() <= 65  # nothing truncated
+    t = Trainer(model, cfg(batch_size=5), ds(40), valid, token_byte_lengths(tok))
+    m = t.evaluate()
+    _, rep = evaluate_dataset(model, tok, texts, window=64, batch_size=5, progress=False)
+    assert m["valid_bpb"] == pytest.approx(rep.bits_per_byte, abs=1e-3)
+    assert m["valid_loss"] == pytest.approx(rep.nll / rep.n_tokens, abs=1e-3)
+    s = score_batches(model, torch.utils.data.DataLoader(valid, batch_size=3, collate_fn=lambda b: __import__("mie_lm.data", fromlist=["collate_lm"]).collate_lm(b, tok.pad_id)),
+                      token_byte_lengths(tok))
+    assert s.n_bytes == sum(len(x.encode()) for x in texts) == rep.n_bytes  # bytes of the scored tokens = bytes of the texts
+    assert s.bits_per_byte == pytest.approx(bits_per_byte(s.nll, s.n_bytes)) == pytest.approx(m["valid_bpb"], abs=1e-6)
+    assert LMScore(math.log(2) * 8, 4, 4).bits_per_byte == pytest.approx(2.0)
+
+
+# ---- budgets: warmup default, time-only budget, threads, extension -------------------------------------
+
+def test_warmup_default_scales_with_the_run():
+    assert [TrainingConfig(max_steps=n).warmup for n in (1, 30, 100, 5000)] == [0, 3, 10, 100]
+    assert TrainingConfig(max_time=10.0).warmup == 100 and TrainingConfig(max_steps=30, warmup_steps=7).warmup == 7
+    with pytest.raises(ValueError, match="warmup_steps=100 is not shorter than training"):
+        TrainingConfig(max_steps=100, warmup_steps=100)
+    TrainingConfig(max_steps=5)  # a short run is fine with the default
+
+
+def test_time_budget_has_no_step_cap_and_a_clean_progress_bar():
+    import warnings
+    from tqdm import TqdmWarning
+    from mie_lm.training import ProgressBar, StopKind
+    assert TrainingConfig(max_time=60.0).step_budget is None and TrainingConfig().step_budget == 1000
+    t = Trainer(tiny(), cfg(max_steps=None, max_time=60.0), ds(40))
+    t.step = 5000
+    assert not t._budget_spent()  # only the time stops it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TqdmWarning)
+        t = Trainer(tiny(), cfg(max_steps=None, max_time=1.5, progress=True), ds(40))
+        r = t.fit()
+    bar = next(cb for cb in t.callbacks if isinstance(cb, ProgressBar)).bar
+    assert r["stop_kind"] == StopKind.MAX_TIME and bar.total == 2 and isinstance(bar.n, int) and 0 <= bar.n <= bar.total
+    lrs = [h["lr"] for h in t.history]
+    assert lrs[-1] < 0.5 * max(lrs)  # the schedule is planned over the time budget
+
+
+def test_pick_threads_changes_nothing_but_the_thread_count():
+    from mie_lm.training import pick_threads
+    t = Trainer(tiny(dropout=0.1), cfg(threads=None), ds(40))
+    rng, weights = torch.get_rng_state(), [p.detach().clone() for p in t.model.parameters()]
+    n = pick_threads(t)
+    assert n in {1, os.cpu_count()} and torch.get_num_threads() == n
+    assert torch.equal(rng, torch.get_rng_state()) and all(torch.equal(a, b) for a, b in zip(weights, t.model.parameters()))
+    assert all(p.grad is None for p in t.model.parameters())
+    assert pick_threads(Trainer(tiny(), cfg(threads=1), ds(40))) == 1 == torch.get_num_threads()
+
+
+def test_extending_a_finished_run_replans_the_schedule(tmp_path):
+    Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=6, lr=1e-2), ds(40)).fit()
+    t = Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=10, lr=1e-2), ds(40)).resume()
+    r = t.fit()
+    assert r["steps"] == 10 and [b["max_steps"] for b in t.budgets] == [6, 10] and t.budgets[1]["from_step"] == 6
+    recs = [json.loads(l) for l in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [h["step"] for h in recs] == list(range(1, 11))
+    assert [h["lr"] for h in recs[6:]] == pytest.approx([1e-2 * (1 - k / 4) for k in range(4)])  # a new decay, no warmup
+    state = json.loads((tmp_path / CHECKPOINTS / "step-000010" / "trainer_state.json").read_text())
+    assert [b["max_steps"] for b in state["budgets"]] == [6, 10]
+    same = Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=10, lr=1e-2), ds(40)).resume()
+    assert len(same.budgets) == 2  # an unchanged budget keeps the plan
