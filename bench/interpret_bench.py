@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Interpretability benchmark for `mie_lm.interpret`: what `run_with_cache` costs over a plain forward. Not a test.
+
+Usage: python bench/interpret_bench.py [--repeats 7] [--threads 1] [--batch 4] [--no-write]
+The `small` preset (random weights, eval mode, no gradients) runs a batch of `--batch` x block_size tokens
+three ways, interleaved within each repeat so that drift in the machine's load hits all of them:
+1. a plain forward, `model(ids)` (fused attention);
+2. `run_with_cache(model, ids)` keeping every activation (`CACHE_NAMES`): the hooks, the per-head
+   outputs `(B, T, n_head, C)` and the attention patterns, which the model then computes explicitly;
+3. `run_with_cache(model, ids, names=("resid_pre", "resid_post"))`: the residual streams only, what
+   the logit lens and residual patching need.
+We report the median seconds of each and the ratios to the plain forward (target: at most 1.3x for the
+full cache). Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mie_lm.interpret import run_with_cache  # noqa: E402
+from mie_lm.model import GPT, GPTConfig  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_section  # noqa: E402
+
+TARGET = 1.3  # run_with_cache (every activation) may cost at most this many plain forwards
+
+
+def timed(fn):
+    "Seconds one call of `fn` takes."
+    t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
+
+
+def measure(repeats: int, batch: int) -> dict:
+    "Median seconds of the three ways (module docstring), interleaved, after one warm-up round."
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("small")).eval()
+    ids = torch.randint(0, model.config.vocab_size, (batch, model.config.block_size))
+    ways = {"plain forward": lambda: model(ids),
+            "run_with_cache, every activation": lambda: run_with_cache(model, ids),
+            "run_with_cache, residual streams only": lambda: run_with_cache(model, ids, names=("resid_pre", "resid_post"))}
+    times = {k: [] for k in ways}
+    with torch.no_grad():
+        for fn in ways.values(): fn()  # warm up
+        for _ in range(repeats):
+            for k, fn in ways.items(): times[k].append(timed(fn))
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in times.items()}
+
+
+def report(res: dict, args) -> str:
+    "The RESULTS.md section: a table of medians and ratios, with the machine."
+    base = res["plain forward"][0]
+    rows = "\n".join(f"| {k} | {m * 1e3:.1f} | {lo * 1e3:.1f}–{hi * 1e3:.1f} | {m / base:.2f}x |" for k, (m, lo, hi) in res.items())
+    full = res["run_with_cache, every activation"][0] / base
+    verdict = "met" if full <= TARGET else "NOT met"
+    return (f"## Interpretability: cost of `run_with_cache` (bench/interpret_bench.py)\n\n"
+            f"`small` preset, batch {args.batch} x {GPTConfig.from_preset('small').block_size} tokens, eval mode, no gradients; "
+            f"median of {args.repeats} interleaved repeats, {args.threads} thread(s).\n\n"
+            f"| way | median ms | range ms | vs plain forward |\n|---|---|---|---|\n{rows}\n\n"
+            f"Target: every activation cached at most {TARGET}x a plain forward: **{full:.2f}x, {verdict}**.\n\n"
+            f"Machine (shared with other sessions while this ran, so absolute times are noisy; the ratio is what counts):\n{machine()}\n")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=7); p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=4); p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    text = report(measure(args.repeats, args.batch), args)
+    print(text)
+    if not args.no_write: write_section("interpret", text)
+
+
+if __name__ == "__main__":
+    main()
