@@ -30,7 +30,7 @@ from .training import LOCK_FILE, Callback, RunFolderInUse, Trainer, TrainingConf
 # %% auto 0
 __all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'DEFAULT_SAMPLING', 'EVAL_FILES', 'STRATEGIES',
            'DEMO_PROMPTS', 'writable_dir', 'file_sha256', 'config_sha256', 'check_device', 'load_run',
-           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'demo']
+           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'demo', 'readable', 'samples_html']
 
 # %% ../nbs/07a_runs.ipynb
 RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
@@ -368,47 +368,109 @@ STRATEGIES = {  # name -> SamplingConfig shown side by side in the demo
 }
 DEMO_PROMPTS = ("The return statement", "A class definition", "If the exception")
 
-def demo(out="runs/demo", # folder for the run, plots and report
+def _demo_config(minutes: float, progress: bool) -> TrainingConfig:
+    "The demo's training: 70% of `minutes`, a cosine schedule, validation often enough to draw a curve."
+    seconds = 0.7 * 60 * minutes
+    return TrainingConfig(max_steps=None, max_time=seconds, warmup_steps=max(5, min(50, round(seconds))), batch_size=16,
+                          lr=3e-3, schedule="cosine", min_lr=3e-4, eval_every=max(5, round(seconds / 3)), eval_batches=4,
+                          log_every=5, progress=progress)
+
+# %% ../nbs/07a_runs.ipynb
+def demo(out="runs/demo", # folder for the run, the evaluation files and the report
          minutes: float = 2.0, # total wall-clock budget; about 70% of it trains
          preset: str = "tiny", # model size
          max_new_tokens: int = 30, # tokens generated per prompt and strategy
          progress: bool = True) -> dict:
-    "Train, evaluate and sample on the built-in corpus; write plots and `report.html` to `out`; return the summary."
+    "Train, evaluate and sample on the built-in corpus; write `report.html` and the evaluation files to `out`; the summary."
     t0, out = time.perf_counter(), writable_dir(out)
-    tcfg = TrainingConfig(max_steps=None, max_time=0.7 * 60 * minutes, warmup_steps=50, batch_size=16, lr=3e-3, schedule="cosine",
-                          min_lr=3e-4, eval_every=250, eval_batches=8, progress=progress)
-    res = train_run(out / "run", preset=preset, training=tcfg, overwrite=True)  # the demo replaces its previous run
+    res = train_run(out / "run", preset=preset, training=_demo_config(minutes, progress), overwrite=True)  # replaces the last demo
     ev = evaluate_run(out / "run", out=out)
     samples = {name: generate_run(out / "run", list(DEMO_PROMPTS), max_new_tokens, cfg, seed=0) for name, cfg in STRATEGIES.items()}
-    files = ev.pop("files") + _demo_plots(out, res["history"], out / "run")
-    summary = dict(steps=res["steps"], train_seconds=round(res["elapsed"], 1), stop_reason=res["stop_reason"],
-                   valid_bits_per_byte=round(ev["bits_per_byte"], 4), valid_perplexity=round(ev["perplexity"], 2))
-    report = _write_report(out, summary, samples, files)
-    return dict(summary, seconds=round(time.perf_counter() - t0, 1), report=str(report), samples=samples, files=files)
+    model, tok = load_run(out / "run")
+    summary = dict(steps=res["steps"], tokens=res["tokens"], train_seconds=round(res["elapsed"], 1), stop_reason=res["stop_reason"],
+                   valid_bits_per_byte=round(ev["bits_per_byte"], 4), valid_perplexity=round(ev["perplexity"], 2),
+                   parameters=sum(p.numel() for p in model.parameters()))
+    report = _write_report(out, preset, summary, samples, _demo_figures(res["history"], model, tok), _token_section(model, tok))
+    return dict(summary, seconds=round(time.perf_counter() - t0, 1), report=str(report), samples=samples, files=ev["files"])
 
 # %% ../nbs/07a_runs.ipynb
-def _demo_plots(out: Path, history: list, run) -> list[str]:
-    "Loss curve and an attention grid of the trained model, as PNG files in `out`."
-    import matplotlib; matplotlib.use("Agg", force=False)
+def readable(text: str) -> str:
+    "`text` without the replacement characters `�` left by a completion cut inside a UTF-8 character."
+    return text.replace("\ufffd", "")
+
+def samples_html(samples: dict, # strategy name -> one completion per prompt
+                 prompts=DEMO_PROMPTS) -> str:
+    "An HTML table of completions, strategies by prompts: the prompt in bold, line breaks kept, long lines wrapped."
+    cell = lambda p, c: f"<td><pre><b>{html.escape(p)}</b>{html.escape(readable(c))}</pre></td>"
+    head = "".join(f"<th>{html.escape(p)}</th>" for p in prompts)
+    rows = "".join(f"<tr><th>{html.escape(n)}</th>{''.join(cell(p, c) for p, c in zip(prompts, cs))}</tr>" for n, cs in samples.items())
+    return (f'<table class="samples" style="table-layout:fixed;width:100%"><tr><th></th>{head}</tr>{rows}</table>'
+            '<style>table.samples pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:0.85em}</style>')
+
+# %% ../nbs/07a_runs.ipynb
+def _data_uri(fig) -> str:
+    "The matplotlib figure `fig` as a base64 PNG `data:` URI (and the figure closed)."
+    import base64, io
     import matplotlib.pyplot as plt
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100, bbox_inches="tight"); plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+def _demo_figures(history: list, model, tok) -> dict:
+    "Caption -> PNG data URI: the learning curves and the attention grid of the trained model."
+    import matplotlib; matplotlib.use("Agg", force=False)
     from mie_lm.evaluation import attention_maps, plot_all_heads
     from mie_lm.training import plot_history
-    axes = plot_history(history); axes[0].figure.savefig(out / "loss.png", dpi=110, bbox_inches="tight"); plt.close(axes[0].figure)
-    model, tok = load_run(run)
-    fig = plot_all_heads(*attention_maps(model, tok, "def f(x):\n    return x + 1"), size=2.5)
-    fig.savefig(out / "attention.png", dpi=90, bbox_inches="tight"); plt.close(fig)
-    return [str(out / "loss.png"), str(out / "attention.png")]
+    curves = _data_uri(plot_history(history)[0].figure)
+    heads = _data_uri(plot_all_heads(*attention_maps(model, tok, "def f(x):\n    return x + 1"), size=2.2))
+    return {"Learning curves: training loss and validation loss (left) and validation bits per byte (right) "
+            "against the optimizer step.": curves,
+            "Attention of every head (rows: layers, columns: heads) on a line of code: row i shows which earlier "
+            "tokens position i reads from; darker is more weight.": heads}
 
-def _write_report(out: Path, summary: dict, samples: dict, files: list[str]) -> Path:
-    "A small standalone `report.html`: the summary, the samples side by side, and the plots."
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-    head = "".join(f"<th>{html.escape(p)}</th>" for p in DEMO_PROMPTS)
-    body = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td><pre>{html.escape(p + c)}</pre></td>" for p, c in zip(DEMO_PROMPTS, cs)) + "</tr>"
-                   for n, cs in samples.items())
-    imgs = "".join(f'<figure><img src="{Path(f).name}" style="max-width:100%"><figcaption>{Path(f).name}</figcaption></figure>'
-                   for f in files if f.endswith(".png"))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mie_lm demo</title></head><body>"
-            f"<h1>mie_lm demo</h1><table>{rows}</table><h2>Samples</h2><table border=1><tr><th></th>{head}</tr>{body}</table>"
-            f"<h2>Plots</h2>{imgs}<p><a href='token_probabilities.html'>token probabilities</a></p></body></html>")
-    (out / "report.html").write_text(page, encoding="utf-8")
+# %% ../nbs/07a_runs.ipynb
+def _token_section(model, tok, texts=None) -> str:
+    "HTML: a stretch of validation text coloured by token probability, with its legend."
+    import pandas as pd
+    from mie_lm.evaluation import probability_html
+    from mie_lm.corpora import python_docs
+    text = "\n\n".join((texts or python_docs().valid)[:8])
+    sample = tok.decode(tok.encode(text)[: min(model.config.block_size - 1, 120)])
+    ps = [0.0, 0.25, 0.5, 0.75, 1.0]
+    legend = pd.DataFrame(dict(token=[f" p = {p:g} " for p in ps], prob=ps, rank=1, top_guess=""))
+    return (f"<p>Legend: {probability_html(legend)}</p>{probability_html(token_table(model, tok, sample))}"
+            "<p>Hover over a token to see its probability, its rank among all tokens and the model's top guess.</p>")
+
+# %% ../nbs/07a_runs.ipynb
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:0.1em} .sub{color:#666;margin-top:0} table{border-collapse:collapse} th,td{border:1px solid #ddd;padding:6px;vertical-align:top}
+.facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
+.fact{border:1px solid #ddd;border-radius:8px;padding:10px} .fact b{font-size:1.5em;display:block}
+img{max-width:100%} figure{margin:1em 0} figcaption{color:#555;font-size:0.9em}"""
+
+def _facts(preset: str, s: dict) -> list[tuple[str, str, str]]:
+    "The report's numbers: (label, value, what it means)."
+    bpb, ppl = s["valid_bits_per_byte"], s["valid_perplexity"]
+    return [("validation bits per byte", f"{bpb:.3f}", "Bits the model needs on average to encode each byte of text it never "
+             f"trained on (the whole validation split). Plain UTF-8 spends 8 bits per byte; lower is better."),
+            ("validation perplexity", f"{ppl:.1f}", f"On average the model is as unsure of the next token as a fair choice among "
+             f"{ppl:.0f} tokens would be."),
+            ("training", f"{s['steps']:,} steps", f"Optimizer updates in {s['train_seconds']:.0f} s, {s['tokens']:,} tokens seen "
+             f"in all (stopped: {s['stop_reason']})."),
+            ("model", f"{s['parameters']:,}", f"Parameters of the '{preset}' preset, counted once (the output layer shares the "
+             "token embedding).")]
+
+# %% ../nbs/07a_runs.ipynb
+def _write_report(out: Path, preset: str, summary: dict, samples: dict, figures: dict, tokens: str) -> Path:
+    "Write the self-contained `report.html` (styles inline, figures embedded) to `out`; its path."
+    facts = "".join(f'<div class="fact">{html.escape(l)}<b>{html.escape(v)}</b>{html.escape(e)}</div>' for l, v, e in _facts(preset, summary))
+    figs = "".join(f'<figure><img src="{uri}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+                   for c, uri in figures.items())
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>mie_lm demo</title><style>{_CSS}</style></head><body><h1>mie_lm demo</h1>"
+            f"<p class='sub'>A '{html.escape(preset)}' GPT and its tokenizer, trained from scratch on Python's documentation.</p>"
+            f"<div class='facts'>{facts}</div><h2>Samples</h2><p>The same prompts completed by each decoding strategy "
+            "(one fixed seed). Greedy decoding takes the most likely token every time and tends to repeat itself; the others "
+            f"draw from a reshaped distribution.</p>{samples_html(samples)}<h2>How sure was the model?</h2>{tokens}"
+            f"<h2>Training and attention</h2>{figs}</body></html>")
+    _write_atomic(out / "report.html", page.encode())
     return out / "report.html"

@@ -1,0 +1,112 @@
+"""`mie_lm.runs` beyond the notebook's inline checks: the run-folder guards, the fingerprints, and the demo report
+(self-contained, readable at 1280 px in a real browser)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mie_lm.generation import SamplingConfig
+from mie_lm.model import GPTConfig
+from mie_lm.runs import (DEMO_PROMPTS, _write_report, check_run_folder, config_sha256, file_sha256, generate_run, load_run,
+                         readable, samples_html, train_run)
+from mie_lm.training import TrainingConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from find_browser import find_browser  # noqa: E402
+
+QUICK = TrainingConfig(max_steps=3, warmup_steps=1, batch_size=2, eval_every=0, eval_batches=1, log_every=1, progress=False, threads=1)
+SHAPE = dict(n_layer=1, block_size=32)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train_run(out, vocab_size=300, model=SHAPE, training=QUICK)
+    return out
+
+
+def test_run_json_records_the_fingerprints(run):
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["fingerprints"]["tokenizer.json"] == file_sha256(run / "tokenizer.json")
+    model, _ = load_run(run)
+    assert rec["fingerprints"]["model_config"] == config_sha256(model.config)
+    assert rec["result"]["steps"] == 3 and rec["dataset"] == "python_docs"
+
+
+def test_config_fingerprint_ignores_formatting_and_extra_keys():
+    cfg = GPTConfig.from_preset("tiny")
+    d = json.loads(json.dumps(cfg.__dict__, indent=4))
+    assert config_sha256(cfg) == config_sha256({**d, "weights_sha256": "x", "compression": {}})
+    assert config_sha256(cfg) != config_sha256({**d, "n_embd": 128})
+
+
+def test_check_run_folder_cases(tmp_path):
+    assert check_run_folder(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir(); (tmp_path / "empty" / ".lock").write_text("1")
+    assert check_run_folder(tmp_path / "empty")  # a lock file alone is not a run
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"): check_run_folder(tmp_path / "file")
+    with pytest.raises(ValueError, match="exclude each other"): check_run_folder(tmp_path / "new", resume=True, overwrite=True)
+
+
+def test_overwrite_never_follows_links(run, tmp_path):
+    "Replacing a run deletes a symlink inside it, never what the link points to."
+    import shutil
+    copy = tmp_path / "run"; shutil.copytree(run, copy)
+    outside = tmp_path / "outside"; outside.mkdir(); (outside / "keep.txt").write_text("keep")
+    (copy / "linked").symlink_to(outside, target_is_directory=True)
+    train_run(copy, vocab_size=300, model=SHAPE, training=QUICK, overwrite=True)
+    assert (outside / "keep.txt").read_text() == "keep" and not (copy / "linked").exists()
+
+
+def test_greedy_stream_equals_batch_and_default_samples(run):
+    greedy = SamplingConfig()
+    pieces = []
+    streamed = generate_run(run, ["The"], 8, greedy, stream=True, on_text=pieces.append)[0]
+    assert streamed == generate_run(run, ["The"], 8, greedy)[0] == "".join(pieces)
+    assert generate_run(run, ["The"], 8, seed=3) == generate_run(run, ["The"], 8, seed=3)
+
+
+def test_samples_html_is_readable():
+    t = samples_html({"greedy": ["a\nb", "c\ufffd", "<tag>"]})
+    assert "\ufffd" not in t and "\\n" not in t and "&lt;tag&gt;" in t and t.count("<tr>") == 2
+    assert readable("x\ufffdy") == "xy"
+
+
+def _fake_report(out: Path) -> Path:
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mie_lm.runs import _data_uri
+    fig, ax = plt.subplots(figsize=(12, 3)); ax.plot([1, 2, 3])
+    long = "x" * 400 + " " + "word " * 80  # an unbreakable run and a long line must wrap, not widen the page
+    samples = {name: [long, "def f():\n    return 1", "ok\ufffd"] for name in ("greedy", "temperature 0.8", "top-k 20")}
+    summary = dict(steps=120, tokens=245760, train_seconds=84.0, stop_reason="max_time=84 s reached", valid_bits_per_byte=2.1234,
+                   valid_perplexity=45.6, parameters=239360)
+    return _write_report(out, "tiny", summary, samples, {"A wide figure.": _data_uri(fig)}, "<p>tokens</p>")
+
+
+def test_report_is_self_contained_and_explains_its_numbers(tmp_path):
+    page = _fake_report(tmp_path).read_text()
+    assert "data:image/png;base64," in page and "src=\"http" not in page and "href=\"http" not in page
+    assert "2.123" in page and "Plain UTF-8 spends 8 bits" in page and "245,760 tokens" in page
+    assert "\ufffd" not in page and all(p in page for p in DEMO_PROMPTS)
+
+
+def test_report_fits_a_1280_px_window(tmp_path):
+    browser = find_browser()
+    if browser is None: pytest.skip("no Chromium here")
+    from playwright.sync_api import sync_playwright
+    report = _fake_report(tmp_path)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=["--no-sandbox", "--disable-gpu"])
+        page = b.new_page(viewport={"width": 1280, "height": 800})
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        width = page.evaluate("document.documentElement.scrollWidth")
+        b.close()
+    assert width <= 1280, f"the report is {width} px wide at a 1280 px window"
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched
