@@ -50,7 +50,9 @@ def gpt2_state_dict(model: GPT, # a model with the GPT-2 layout
             for k, v in have.items() if k != "lm_head.weight"}
 
 # %% ../nbs/03a_hub.ipynb
-def hf_config(model: GPT, tok: BPETokenizer) -> dict:
+def hf_config(model: GPT, # a model with the GPT-2 layout
+              tok: BPETokenizer, # its tokenizer (for the special-token ids)
+             ) -> dict:
     "The `config.json` of a `GPT2LMHeadModel` holding `model`, with `tok`'s special-token ids."
     c = check_gpt2_layout(model.config)
     return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
@@ -59,12 +61,14 @@ def hf_config(model: GPT, tok: BPETokenizer) -> dict:
                 initializer_range=INIT_STD, scale_attn_weights=True, tie_word_embeddings=True, use_cache=True,
                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, torch_dtype="float32")
 
-def generation_config(tok: BPETokenizer) -> dict:
+def generation_config(tok: BPETokenizer, # the model's tokenizer
+                     ) -> dict:
     "The `generation_config.json` of an exported model: `tok`'s begin, end and padding ids."
     return dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
 
 # %% ../nbs/03a_hub.ipynb
-def tokenizer_files(tok: BPETokenizer, model_max_length: int, # longest input of the model (`block_size`)
+def tokenizer_files(tok: BPETokenizer, # the tokenizer to write
+                    model_max_length: int, # longest input of the model (`block_size`)
                    ) -> dict[str, str]:
     "Contents of `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for `tok`."
     roles = dict(zip(("bos_token", "eos_token", "pad_token"), tok.special_tokens))
@@ -92,7 +96,9 @@ def _move_into_place(tmp: Path, out: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/03a_hub.ipynb
-def export_hf(model: GPT, tok: BPETokenizer, out_dir, # folder to create: what `from_pretrained` reads
+def export_hf(model: GPT, # a model with the GPT-2 layout
+              tok: BPETokenizer, # its tokenizer
+              out_dir, # folder to create: what `from_pretrained` reads
               overwrite: bool = False, # replace an earlier export in `out_dir`
              ) -> Path:
     "Write `model` and `tok` as a Hugging Face `GPT2LMHeadModel` folder with a fast tokenizer; return the folder."
@@ -123,7 +129,8 @@ def _read_json(path: Path) -> dict:
     try: return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"cannot read {path}: {e}") from None
 
-def is_hf_folder(path) -> bool:
+def is_hf_folder(path, # a folder that may hold a model
+                ) -> bool:
     "`True` if `path` holds a Hugging Face model folder (a `config.json` with a `model_type`)."
     f = Path(path) / "config.json"
     try: return f.is_file() and "model_type" in json.loads(f.read_text(encoding="utf-8"))

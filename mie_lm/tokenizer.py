@@ -85,13 +85,21 @@ def train(cls: BPETokenizer,
 
 # %% ../nbs/00_tokenizer.ipynb
 @patch
-def encode(self: BPETokenizer, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+def encode(self: BPETokenizer,
+           text: str, # any string; special-token names in it stay text
+           add_bos: bool = False, # put `<|bos|>` first
+           add_eos: bool = False, # put `<|eos|>` last
+          ) -> list[int]:
     "Token ids of `text`, optionally wrapped in `<|bos|>` ... `<|eos|>`."
     ids = self.tk.encode(_check_text(text), add_special_tokens=False).ids
     return [self.bos_id] * add_bos + ids + [self.eos_id] * add_eos
 
 @patch
-def encode_batch(self: BPETokenizer, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
+def encode_batch(self: BPETokenizer,
+                 texts: Sequence[str], # the strings to encode
+                 add_bos: bool = False, # put `<|bos|>` before each
+                 add_eos: bool = False, # put `<|eos|>` after each
+                ) -> list[list[int]]:
     "Token ids of each text in `texts` (tokenized in parallel)."
     if isinstance(texts, str): raise ValueError("encode_batch takes a sequence of str, got a single str; use `encode`")
     texts = [_check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
@@ -108,7 +116,10 @@ def _as_id_list(ids) -> list[int]:
     return list(ids)
 
 @patch
-def decode(self: BPETokenizer, ids, skip_special_tokens: bool = False) -> str:
+def decode(self: BPETokenizer,
+           ids, # token ids: a list, tuple, NumPy array or 1-D tensor
+           skip_special_tokens: bool = False, # leave out `<|bos|>`, `<|eos|>` and `<|pad|>`
+          ) -> str:
     "The text of token `ids` (special tokens kept unless `skip_special_tokens`)."
     ids = _as_id_list(ids)
     bad = [i for i in ids if not 0 <= i < self.vocab_size]
@@ -116,18 +127,25 @@ def decode(self: BPETokenizer, ids, skip_special_tokens: bool = False) -> str:
     return self.tk.decode(ids, skip_special_tokens=skip_special_tokens)
 
 @patch
-def decode_batch(self: BPETokenizer, batch, skip_special_tokens: bool = False) -> list[str]:
+def decode_batch(self: BPETokenizer,
+                 batch, # rows of token ids (a list of lists or a 2-D tensor)
+                 skip_special_tokens: bool = False, # leave out the special tokens
+                ) -> list[str]:
     "The text of each row of token ids in `batch`."
     return [self.decode(ids, skip_special_tokens) for ids in batch]
 
 # %% ../nbs/00_tokenizer.ipynb
 @patch
-def tokenize(self: BPETokenizer, text: str) -> list[str]:
+def tokenize(self: BPETokenizer,
+             text: str, # the string to split
+            ) -> list[str]:
     "The text piece of each token of `text`."
     return [self.tk.decode([i]) for i in self.encode(text)]
 
 @patch
-def to_html(self: BPETokenizer, text: str) -> str:
+def to_html(self: BPETokenizer,
+            text: str, # the string to show
+           ) -> str:
     "`text` as HTML with each token in its own coloured box."
     colors = ("#fde2a7", "#bfe3c0", "#c7d7f5", "#f5c7d3", "#e0cff5")
     spans = [f'<span title="id {i}" style="background:{colors[k % len(colors)]};padding:1px 2px;margin:1px;'
@@ -137,7 +155,9 @@ def to_html(self: BPETokenizer, text: str) -> str:
 
 # %% ../nbs/00_tokenizer.ipynb
 @patch
-def save(self: BPETokenizer, path) -> Path:
+def save(self: BPETokenizer,
+         path, # a `tokenizer.json` file to write, or a directory to hold one
+        ) -> Path:
     "Write the tokenizer to `path` (a `tokenizer.json` file, or a directory to hold one)."
     path = Path(path)
     if path.is_dir() or not path.suffix: path = path / "tokenizer.json"
@@ -161,7 +181,9 @@ def load(cls: BPETokenizer, path,  # a `tokenizer.json` file, or the directory h
         raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from None
 
 # %% ../nbs/00_tokenizer.ipynb
-def bytes_per_token(tok: BPETokenizer, texts: Sequence[str]) -> float:
+def bytes_per_token(tok: BPETokenizer, # the tokenizer to measure
+                    texts: Sequence[str], # sample texts
+                   ) -> float:
     "Average UTF-8 bytes per token of `tok` over `texts` (higher means better compression)."
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(ids) for ids in tok.encode_batch(texts))
@@ -169,7 +191,9 @@ def bytes_per_token(tok: BPETokenizer, texts: Sequence[str]) -> float:
     return n_bytes / n_tokens
 
 # %% ../nbs/00_tokenizer.ipynb
-def token_explorer(tok: BPETokenizer, text: str = "Tokenizers split text into pieces.") -> "ipywidgets.Widget":
+def token_explorer(tok: BPETokenizer, # the tokenizer to explore
+                   text: str = "Tokenizers split text into pieces.", # the starting text
+                  ) -> "ipywidgets.Widget":
     "An ipywidgets box: a text field and the live tokenization of its content by `tok`."
     import ipywidgets as W  # imported lazily: the library does not need ipywidgets to run
     box = W.Textarea(value=text, layout=W.Layout(width="100%"))
