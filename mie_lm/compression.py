@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -24,8 +23,8 @@ from fastcore.basics import patch
 
 from .evaluation import evaluate_dataset
 from .generation import generate
-from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, _atomic_write, _sha256,
-                    lm_loss)
+from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, atomic_write, file_sha256,
+                          is_number, lm_loss, read_config)
 
 # %% auto 0
 __all__ = ['HALF_DTYPES', 'INT8_MAX', 'MIN_SCALE', 'SCHEMES', 'to_half', 'max_logit_diff', 'greedy_agreement', 'quantize_int8',
@@ -151,7 +150,7 @@ def dynamic_int8_linear(q: torch.Tensor, scale: torch.Tensor, # from `quantize_i
         warnings.simplefilter("ignore")  # torch.ao quantization is deprecated in favour of torchao
         import torch.ao.nn.quantized.dynamic as nnqd
         zeros = torch.zeros(len(scale), dtype=torch.long)
-        qw = torch._make_per_channel_quantized_tensor(q.cpu(), scale.double().cpu(), zeros, 0)
+        qw = torch.quantize_per_channel(dequantize_int8(q, scale).cpu(), scale.double().cpu(), zeros, 0, torch.qint8)  # rounds back to `q` exactly
         m = nnqd.Linear(q.shape[1], q.shape[0], bias_=bias is not None, dtype=torch.qint8)
         m.set_weight_bias(qw, None if bias is None else bias.detach().float().cpu())
     return m
@@ -209,9 +208,9 @@ def save_compressed(model: GPT, path: str | Path) -> Path: # directory to create
     info = _compression_info(model)
     meta = {"format": "pt", "mie_lm.scheme": info["scheme"], "mie_lm.n_heads": json.dumps(info["n_heads"])}
     sd = _tensors(model)
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(sd, str(tmp), metadata=meta))
-    cfg = {**asdict(model.config), "compression": info, "weights_sha256": _sha256(path / WEIGHTS_NAME)}
-    _atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(cfg, indent=2) + "\n"))
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(sd, str(tmp), metadata=meta))
+    cfg = {**asdict(model.config), "compression": info, "weights_sha256": file_sha256(path / WEIGHTS_NAME)}
+    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(cfg, indent=2) + "\n"))
     return path
 
 # %% ../nbs/07_compression.ipynb
@@ -219,15 +218,16 @@ def _read_compressed(path: Path) -> tuple[GPTConfig, dict, dict]:
     "Config, compression record (from the safetensors metadata) and tensors of a `save_compressed` folder."
     from safetensors import safe_open
     from safetensors.torch import load_file
-    cfg = json.loads((path / CONFIG_NAME).read_text())
-    info, sha = cfg.pop("compression", None), cfg.pop("weights_sha256", None)
+    config, meta = read_config(path, extra=("compression",))
     f = path / WEIGHTS_NAME
-    if sha is not None and _sha256(f) != sha: raise ValueError(f"{f} does not match the checksum in {CONFIG_NAME}")
-    with safe_open(str(f), "pt") as sf: meta = sf.metadata() or {}
-    if "mie_lm.scheme" not in meta: raise ValueError(f"{f} names no compression scheme: not written by save_compressed")
-    found = dict(scheme=meta["mie_lm.scheme"], n_heads=json.loads(meta["mie_lm.n_heads"]))
+    if meta["weights_sha256"] is not None and file_sha256(f) != meta["weights_sha256"]:
+        raise ValueError(f"{f} does not match the checksum in {CONFIG_NAME}")
+    with safe_open(str(f), "pt") as sf: sf_meta = sf.metadata() or {}
+    if "mie_lm.scheme" not in sf_meta: raise ValueError(f"{f} names no compression scheme: not written by save_compressed")
+    found = dict(scheme=sf_meta["mie_lm.scheme"], n_heads=json.loads(sf_meta["mie_lm.n_heads"]))
+    info = meta["compression"]
     if info is not None and info != found: raise ValueError(f"{CONFIG_NAME} says {info} but {f} says {found}")
-    return GPTConfig(**cfg), found, load_file(str(f))
+    return config, found, load_file(str(f))
 
 # %% ../nbs/07_compression.ipynb
 def load_compressed(path: str | Path) -> GPT: # directory written by `save_compressed`
@@ -236,7 +236,7 @@ def load_compressed(path: str | Path) -> GPT: # directory written by `save_compr
     if info["scheme"] not in ("none", *SCHEMES): raise ValueError(f"unknown compression scheme {info['scheme']!r} in {path}")
     n_heads, dtype = info["n_heads"], sd["transformer.wpe.weight"].dtype
     model = GPT(config) if info["scheme"] == "none" and n_heads == [config.n_head] * config.n_layer else CompressedGPT(config, n_heads)
-    if info["scheme"] == "none": return model._load_checked(sd, str(path)).to(dtype).eval()
+    if info["scheme"] == "none": return model.load_checked(sd, str(path)).to(dtype).eval()
     model = quantize(model, "int8")  # the int8 structure; `load_state_dict` below fills it
     model.load_state_dict({**sd, "lm_head.weight": sd["transformer.wte.weight"], "lm_head.scale": sd["transformer.wte.scale"]})
     if info["scheme"] == "int8-dynamic": model = _to_dynamic(model)
@@ -257,7 +257,7 @@ def prunable_weights(model: GPT) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in model.transformer.h.modules() if type(m) is nn.Linear]
 
 def _check_sparsity(sparsity):
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+    if not (is_number(sparsity) and 0 <= sparsity < 1):
         raise ValueError(f"sparsity must be a fraction in [0, 1), got {sparsity!r}")
 
 # %% ../nbs/07_compression.ipynb

@@ -7,40 +7,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import GPT
+from .model import GPT, is_int, is_number
 
 # %% auto 0
 __all__ = ['apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'repetition_penalty_filter', 'SamplingConfig',
-           'process_logits', 'choose', 'check_finite', 'plot_next_token', 'DecodeState', 'prefill', 'decode_one_token',
-           'Step', 'generate', 'stream_generate', 'generate_text', 'generation_trace', 'sampling_explorer',
-           'chi_square_pvalue']
+           'sampling_config', 'process_logits', 'choose', 'check_finite', 'plot_next_token', 'DecodeState', 'prefill',
+           'decode_one_token', 'Step', 'Stopping', 'generate', 'stream_generate', 'generate_text', 'generation_trace',
+           'sampling_explorer', 'chi_square_pvalue']
 
 # %% ../nbs/04_generation.ipynb
 def _check_temperature(t):
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:  # `not >=` also rejects NaN
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {t!r}")
+    if not (is_number(t) and 0 <= t < math.inf):  # also rejects NaN and inf
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {t!r}")
+
+def _temperature(logits, t): return logits if t == 1 else logits / t
 
 def apply_temperature(logits: torch.Tensor, # (..., V)
                       temperature: float) -> torch.Tensor: # > 0; 1 leaves `logits` unchanged
     "`logits / temperature`: below 1 sharpens the distribution, above 1 flattens it."
     _check_temperature(temperature)
     if temperature == 0: raise ValueError("temperature=0 means greedy: choose with `choose(..., do_sample=False)`")
-    return logits if temperature == 1 else logits / temperature
+    return _temperature(logits, temperature)
 
 # %% ../nbs/04_generation.ipynb
 def _check_top_k(k):
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"top_k must be an int >= 1, got {k!r}")
+    if not (is_int(k) and k >= 1): raise ValueError(f"top_k must be an int >= 1, got {k!r}")
 
-def top_k_filter(logits: torch.Tensor, # (..., V)
-                 k: int) -> torch.Tensor: # tokens to keep per row, >= 1
-    "Keep the `k` largest logits of each row (ties: lowest token ids first); set the rest to `-inf`."
-    _check_top_k(k)
+def _top_k(logits, k):
     if k >= logits.shape[-1]: return logits
     kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest value
     above, tied = logits > kth, logits == kth
@@ -48,15 +46,17 @@ def top_k_filter(logits: torch.Tensor, # (..., V)
     keep = above | (tied & (tied.cumsum(-1) <= room))  # cumsum ranks the ties by token id
     return logits.masked_fill(~keep, float("-inf"))
 
+def top_k_filter(logits: torch.Tensor, # (..., V)
+                 k: int) -> torch.Tensor: # tokens to keep per row, >= 1
+    "Keep the `k` largest logits of each row (ties: lowest token ids first); set the rest to `-inf`."
+    _check_top_k(k)
+    return _top_k(logits, k)
+
 # %% ../nbs/04_generation.ipynb
 def _check_top_p(p):
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+    if not (is_number(p) and 0 < p <= 1): raise ValueError(f"top_p must be in (0, 1], got {p!r}")
 
-def top_p_filter(logits: torch.Tensor, # (..., V)
-                 p: float) -> torch.Tensor: # probability mass to keep, in (0, 1]
-    "Keep the smallest set of most likely tokens whose probability reaches `p` (at least one); the rest `-inf`."
-    _check_top_p(p)
+def _top_p(logits, p):
     if p == 1: return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)  # ties: lower id first
     probs = sorted_logits.softmax(-1)
@@ -64,23 +64,36 @@ def top_p_filter(logits: torch.Tensor, # (..., V)
     drop = torch.zeros_like(ahead, dtype=torch.bool).scatter(-1, order, ahead >= p)  # back to vocab order
     return logits.masked_fill(drop, float("-inf"))
 
+def top_p_filter(logits: torch.Tensor, # (..., V)
+                 p: float) -> torch.Tensor: # probability mass to keep, in (0, 1]
+    "Keep the smallest set of most likely tokens whose probability reaches `p` (at least one); the rest `-inf`."
+    _check_top_p(p)
+    return _top_p(logits, p)
+
 # %% ../nbs/04_generation.ipynb
 def _check_min_p(m):
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
-        raise ValueError(f"min_p must be in [0, 1], got {m!r}")
+    if not (is_number(m) and 0 <= m <= 1): raise ValueError(f"min_p must be in [0, 1], got {m!r}")
+
+def _min_p(logits, min_p):
+    if min_p == 0: return logits
+    probs = logits.softmax(-1)
+    return logits.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), float("-inf"))
 
 def min_p_filter(logits: torch.Tensor, # (..., V)
                  min_p: float) -> torch.Tensor: # fraction of the top probability a token needs, in [0, 1]
     "Set to `-inf` the tokens less likely than `min_p` times the most likely token."
     _check_min_p(min_p)
-    if min_p == 0: return logits
-    probs = logits.softmax(-1)
-    return logits.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), float("-inf"))
+    return _min_p(logits, min_p)
 
 # %% ../nbs/04_generation.ipynb
 def _check_penalty(r):
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-        raise ValueError(f"repetition_penalty must be a number > 0, got {r!r}")
+    if not (is_number(r) and 0 < r < math.inf): raise ValueError(f"repetition_penalty must be a finite number > 0, got {r!r}")
+
+def _repetition_penalty(logits, input_ids, penalty, attention_mask=None):
+    if penalty == 1: return logits
+    real = torch.ones_like(input_ids, dtype=logits.dtype) if attention_mask is None else attention_mask.to(logits.dtype)
+    seen = torch.zeros_like(logits).scatter_add_(-1, input_ids, real) > 0  # (B, V); duplicates add up
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 def repetition_penalty_filter(logits: torch.Tensor, # (B, V)
                               input_ids: torch.Tensor, # (B, T) tokens seen so far
@@ -88,13 +101,10 @@ def repetition_penalty_filter(logits: torch.Tensor, # (B, V)
                               attention_mask: torch.Tensor | None = None): # (B, T); 0 = padding, not "seen"
     "Push down the logits of tokens that occur in `input_ids`: positive ones divided by `penalty`, negative multiplied."
     _check_penalty(penalty)
-    if penalty == 1: return logits
-    real = torch.ones_like(input_ids, dtype=logits.dtype) if attention_mask is None else attention_mask.to(logits.dtype)
-    seen = torch.zeros_like(logits).scatter_add_(-1, input_ids, real) > 0  # (B, V); duplicates add up
-    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+    return _repetition_penalty(logits, input_ids, penalty, attention_mask)
 
 # %% ../nbs/04_generation.ipynb
-@dataclass
+@dataclass(frozen=True)
 class SamplingConfig:
     "How `generate` chooses each token: greedy, or a draw after temperature, top-k, top-p and min-p."
     do_sample: bool = False  # False: greedy argmax; True: multinomial draw
@@ -116,17 +126,29 @@ class SamplingConfig:
     def greedy(self) -> bool: return not self.do_sample or self.temperature == 0
 
 # %% ../nbs/04_generation.ipynb
+def sampling_config(sampling: SamplingConfig | None = None, # the settings, made once by the caller
+                    **shorthands) -> SamplingConfig: # or `SamplingConfig` fields by name, e.g. `temperature=0.8`
+    "`sampling` itself, or the `SamplingConfig` that keyword `shorthands` describe (greedy when neither is given)."
+    names = {f.name for f in fields(SamplingConfig)}
+    unknown = sorted(set(shorthands) - names)
+    if unknown: raise ValueError(f"unknown sampling option(s) {unknown}; the options are {sorted(names)}")
+    if sampling is None: return SamplingConfig(**shorthands)
+    if not isinstance(sampling, SamplingConfig): raise ValueError(f"sampling must be a SamplingConfig, got {type(sampling).__name__}")
+    if shorthands: raise ValueError(f"pass sampling= or keyword shorthands ({', '.join(sorted(shorthands))}=), not both")
+    return sampling
+
+# %% ../nbs/04_generation.ipynb
 def process_logits(logits: torch.Tensor, # (B, V) next-token logits
-                   cfg: SamplingConfig,
+                   cfg: SamplingConfig, # already validated: only the arithmetic runs here
                    input_ids: torch.Tensor | None = None, # (B, T) context, for the repetition penalty
                    attention_mask: torch.Tensor | None = None): # (B, T) 1 = real, 0 = padding
     "`logits` after `cfg`'s repetition penalty, temperature, top-k, top-p and min-p, in that order."
-    if cfg.repetition_penalty is not None: logits = repetition_penalty_filter(logits, input_ids, cfg.repetition_penalty, attention_mask)
+    if cfg.repetition_penalty is not None: logits = _repetition_penalty(logits, input_ids, cfg.repetition_penalty, attention_mask)
     if cfg.greedy: return logits
-    logits = apply_temperature(logits, cfg.temperature)
-    if cfg.top_k is not None: logits = top_k_filter(logits, cfg.top_k)
-    if cfg.top_p is not None: logits = top_p_filter(logits, cfg.top_p)
-    if cfg.min_p is not None: logits = min_p_filter(logits, cfg.min_p)
+    logits = _temperature(logits, cfg.temperature)
+    if cfg.top_k is not None: logits = _top_k(logits, cfg.top_k)
+    if cfg.top_p is not None: logits = _top_p(logits, cfg.top_p)
+    if cfg.min_p is not None: logits = _min_p(logits, cfg.min_p)
     return logits
 
 # %% ../nbs/04_generation.ipynb
@@ -209,7 +231,7 @@ def _check_prompt(model, input_ids, attention_mask, n, bos_token_id, long_prompt
     "Validated `(input_ids, attention_mask)`: BOS for an empty prompt, left padding, the long-prompt policy."
     if not (torch.is_tensor(input_ids) and input_ids.ndim == 2 and not input_ids.is_floating_point()):
         raise ValueError(f"input_ids must be a 2-D integer tensor (B, T), got {getattr(input_ids, 'shape', input_ids)!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"max_new_tokens must be an int >= 0, got {n!r}")
+    if not (is_int(n) and n >= 0): raise ValueError(f"max_new_tokens must be an int >= 0, got {n!r}")
     if long_prompt not in ("error", "truncate"): raise ValueError(f"long_prompt must be 'error' or 'truncate', got {long_prompt!r}")
     B, T = input_ids.shape
     if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
@@ -218,6 +240,8 @@ def _check_prompt(model, input_ids, attention_mask, n, bos_token_id, long_prompt
         if bos_token_id is None: raise ValueError("empty prompt (T = 0) and no bos_token_id: nothing to condition on")
         return torch.full((B, 1), bos_token_id, dtype=input_ids.dtype, device=input_ids.device), None
     if attention_mask is not None:
+        bad = (attention_mask != 0) & (attention_mask != 1)  # checked once per call, not at every step
+        if bad.any(): raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got {attention_mask[bad][0].item()!r}")
         am = attention_mask.long()
         if (am[:, 1:] < am[:, :-1]).any(): raise ValueError("attention_mask must be left-padded: a row has padding after a real token")
         if (am[:, -1] == 0).any(): raise ValueError(f"row {(am[:, -1] == 0).nonzero()[0].item()} of attention_mask has no real token")
@@ -238,6 +262,21 @@ class Step:
     scores: torch.Tensor
     done: torch.Tensor
 
+@dataclass
+class Stopping:
+    "When a row stops: at `eos` or once its new text contains one of `strings` (decoded with `tokenizer`); then `pad` fills it."
+    eos: int | None = None  # token id that ends a row
+    pad: int | None = None  # fills a stopped row; default `eos`
+    strings: list[str] | None = None  # stop strings, each non-empty
+    tokenizer: object = None  # decodes the new tokens for `strings`
+
+    def __post_init__(self):
+        if isinstance(self.strings, str): self.strings = [self.strings]
+        if self.strings is not None and not all(isinstance(s, str) and s for s in self.strings):
+            raise ValueError(f"stop_strings must be non-empty strings, got {self.strings!r}")
+        if self.strings and self.tokenizer is None: raise ValueError("stop_strings need tokenizer= to decode the generated tokens")
+        if self.pad is None: self.pad = self.eos
+
 @torch.inference_mode()
 def _forward_last(model, ids, mask): return model(ids, attention_mask=mask)[:, -1]
 
@@ -246,7 +285,7 @@ def _hit_stop(tokenizer, new_ids, stop_strings):
     return torch.tensor([any(s in tokenizer.decode(r) for s in stop_strings) for r in new_ids.tolist()], device=new_ids.device)
 
 # %% ../nbs/04_generation.ipynb
-def _steps(model, ids, mask, n, cfg, eos, pad, stop_strings, tokenizer, use_cache, generator) -> Iterator[Step]:
+def _steps(model, ids, mask, n, cfg: SamplingConfig, stop: Stopping, use_cache, generator) -> Iterator[Step]:
     "Yield a `Step` per new token until `n` tokens or every row stopped."
     if n == 0: return
     B, T = ids.shape
@@ -255,61 +294,53 @@ def _steps(model, ids, mask, n, cfg, eos, pad, stop_strings, tokenizer, use_cach
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     logits, state = prefill(model, ids, mask, T + n) if use_cache else (_forward_last(model, ids, mask), None)
     check_finite(logits)  # once: a per-step check would read the logits back at every token
+    stops = stop.eos is not None or bool(stop.strings)
     for i in range(n):
         ctx = (out[:, :T + i], None if full is None else full[:, :T + i]) if cfg.repetition_penalty else (None, None)
         scores = process_logits(logits, cfg, *ctx)  # the context is only sliced when the penalty reads it
         tokens = choose(scores, not cfg.greedy, generator)
-        if pad is not None: tokens = tokens.masked_fill(done, pad)  # stopped rows only pad
+        if stops and stop.pad is not None: tokens = tokens.masked_fill(done, stop.pad)  # stopped rows only pad
         out[:, T + i] = tokens
-        if eos is not None: done = done | (tokens == eos)
-        if stop_strings: done = done | _hit_stop(tokenizer, out[:, T:T + i + 1], stop_strings)
+        if stop.eos is not None: done = done | (tokens == stop.eos)
+        if stop.strings: done = done | _hit_stop(stop.tokenizer, out[:, T:T + i + 1], stop.strings)
         yield Step(tokens, logits, scores, done)
-        if i == n - 1 or ((eos is not None or stop_strings) and done.all()): return
+        if i == n - 1 or (stops and done.all()): return
         if use_cache: logits = decode_one_token(model, tokens[:, None], state)
         else: logits = _forward_last(model, out[:, :T + i + 1], None if full is None else full[:, :T + i + 1])
-
-# %% ../nbs/04_generation.ipynb
-def _start(model: GPT, input_ids, attention_mask=None, *, max_new_tokens: int, do_sample=False, temperature=1.0, top_k=None,
-           top_p=None, min_p=None, repetition_penalty=None, eos_token_id=None, pad_token_id=None, stop_strings=None,
-           use_cache=True, generator=None, tokenizer=None, bos_token_id=None, long_prompt="error"):
-    "Check `generate`'s arguments; return the (possibly truncated) prompt ids and the iterator of `Step`s."
-    cfg = SamplingConfig(do_sample, temperature, top_k, top_p, min_p, repetition_penalty)
-    if model.training and model.config.dropout > 0:  # the decode step has no dropout: both paths must agree
-        raise ValueError(f"model is in training mode with dropout={model.config.dropout}: call model.eval() before generating")
-    ids, mask = _check_prompt(model, input_ids, attention_mask, max_new_tokens, bos_token_id, long_prompt)
-    if isinstance(stop_strings, str): stop_strings = [stop_strings]
-    if stop_strings and tokenizer is None: raise ValueError("stop_strings need tokenizer= to decode the generated tokens")
-    pad = eos_token_id if pad_token_id is None else pad_token_id
-    if stop_strings and pad is None and ids.shape[0] > 1: raise ValueError("stop_strings on a batch need pad_token_id= (or eos_token_id=)")
-    return ids, _steps(model, ids, mask, max_new_tokens, cfg, eos_token_id, pad, stop_strings, tokenizer, use_cache, generator)
 
 # %% ../nbs/04_generation.ipynb
 def generate(model: GPT, input_ids: torch.Tensor, # (B, T) prompt token ids, left-padded
              attention_mask: torch.Tensor | None = None, # (B, T) 1 = real token, 0 = padding; None: no padding
              *, max_new_tokens: int, # at most this many tokens per row
-             do_sample: bool = False, # False: greedy; True: sample after the filters below
-             temperature: float = 1.0, # 0 means greedy
-             top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, # truncations; None: off
-             repetition_penalty: float | None = None, # CTRL penalty on tokens already in the sequence
+             sampling: SamplingConfig | None = None, # how to choose each token; default greedy
              eos_token_id: int | None = None, # a row stops after producing this token
              pad_token_id: int | None = None, # fills a stopped row; default `eos_token_id`
              stop_strings: str | Sequence[str] | None = None, # a row also stops once its new text contains one (needs `tokenizer`)
              use_cache: bool = True, # False: recompute the whole sequence each step (reference path)
-             generator: torch.Generator | None = None, # randomness of `do_sample`
+             generator: torch.Generator | None = None, # randomness of the draws
              tokenizer=None, # decodes tokens for `stop_strings`
              bos_token_id: int | None = None, # start from this token when the prompt is empty
-             long_prompt: str = "error"): # "error", or "truncate" to keep the last `block_size - max_new_tokens` tokens
+             long_prompt: str = "error", # "error", or "truncate" to keep the last `block_size - max_new_tokens` tokens
+             stream: bool = False, # True: return the iterator of `Step`s instead of the ids
+             **shorthands): # `SamplingConfig` fields instead of `sampling`, e.g. `do_sample=True, top_p=0.9`
     "Token ids `(B, T + new)`: the prompt followed by up to `max_new_tokens` generated tokens per row."
-    ids, steps = _start(**locals())
+    cfg = sampling_config(sampling, **shorthands)
+    if model.training and model.config.dropout > 0:  # dropout would make the cached and uncached paths disagree
+        raise ValueError(f"model is in training mode with dropout={model.config.dropout}: call model.eval() before generating")
+    ids, mask = _check_prompt(model, input_ids, attention_mask, max_new_tokens, bos_token_id, long_prompt)
+    stop = Stopping(eos_token_id, pad_token_id, stop_strings, tokenizer)
+    if stop.strings and stop.pad is None and ids.shape[0] > 1: raise ValueError("stop_strings on a batch need pad_token_id= (or eos_token_id=)")
+    steps = _steps(model, ids, mask, max_new_tokens, cfg, stop, use_cache, generator)
+    if stream: return steps
     new = [s.tokens for s in steps]
     return torch.cat([ids, torch.stack(new, 1)], 1) if new else ids
 
 # %% ../nbs/04_generation.ipynb
-def stream_generate(model: GPT, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+def stream_generate(model: GPT, input_ids: torch.Tensor, # (B, T) prompt token ids, left-padded
+                    attention_mask: torch.Tensor | None = None, # (B, T) 1 = real token, 0 = padding
                     **kwargs) -> Iterator[torch.Tensor]: # `generate`'s keyword arguments
     "Like `generate`, but yield each step's new tokens `(B,)` as soon as they are chosen."
-    _, steps = _start(model, input_ids, attention_mask, **kwargs)
-    return (s.tokens for s in steps)
+    return (s.tokens for s in generate(model, input_ids, attention_mask, stream=True, **kwargs))
 
 # %% ../nbs/04_generation.ipynb
 def _left_pad(tokenizer, prompts: list[str], device=None):
@@ -339,7 +370,7 @@ def generation_trace(model: GPT, tokenizer, prompt: str, *, max_new_tokens: int,
     ids, mask = _left_pad(tokenizer, [prompt], next(model.parameters()).device)
     kwargs = dict(eos_token_id=tokenizer.eos_id, tokenizer=tokenizer) | kwargs
     rows = []
-    for s in _start(model, ids, mask, max_new_tokens=max_new_tokens, **kwargs)[1]:
+    for s in generate(model, ids, mask, max_new_tokens=max_new_tokens, stream=True, **kwargs):
         t, logp = s.tokens[0].item(), s.logits[0].float().log_softmax(-1)
         rows.append(dict(token=tokenizer.decode([t]), id=t, probability=s.scores[0].float().softmax(-1)[t].item(),
                          rank=int((logp > logp[t]).sum()) + 1, entropy_bits=-(logp.exp() * logp).nansum().item() / math.log(2),

@@ -17,10 +17,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
+from .data import IGNORE_INDEX
+
 # %% auto 0
-__all__ = ['PRESETS', 'LN_EPS', 'INIT_STD', 'IGNORE_INDEX', 'CONFIG_NAME', 'WEIGHTS_NAME', 'GPTConfig', 'causal_mask',
+__all__ = ['PRESETS', 'LN_EPS', 'INIT_STD', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int', 'is_number', 'GPTConfig', 'causal_mask',
            'plot_attention', 'naive_attention', 'attention', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
-           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'resolve_device']
+           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'resolve_device', 'atomic_write',
+           'file_sha256', 'read_config']
+
+# %% ../nbs/03_model.ipynb
+def is_int(x) -> bool:
+    "Whether `x` is a Python `int` and not a `bool`."
+    return isinstance(x, int) and not isinstance(x, bool)
+
+def is_number(x) -> bool:
+    "Whether `x` is an `int` or a `float` and not a `bool`."
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 # %% ../nbs/03_model.ipynb
 @dataclass
@@ -37,11 +49,11 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not (is_int(v) and v > 0):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_head={self.n_head} must divide n_embd={self.n_embd}")
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+        if not (is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool): raise ValueError(f"bias must be a bool, got {self.bias!r}")
 
@@ -234,7 +246,7 @@ def _check_inputs(self: GPT, input_ids, attention_mask, position_ids, cache_pos)
         raise ValueError(f"input_ids must be a 2-D integer tensor (B, T), got {getattr(input_ids, 'shape', input_ids)!r}")
     B, T = input_ids.shape
     if B == 0: raise ValueError("input_ids is an empty batch (B = 0)")
-    if cache_pos is not None and not (isinstance(cache_pos, int) and cache_pos >= 0):
+    if cache_pos is not None and not (is_int(cache_pos) and cache_pos >= 0):
         raise ValueError(f"cache_pos must be an int >= 0 or None, got {cache_pos!r}")
     past = cache_pos or 0
     if T == 0 or past + T > self.config.block_size:
@@ -296,15 +308,17 @@ def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
     return (logits, attentions) if output_attentions else logits
 
 # %% ../nbs/03_model.ipynb
-IGNORE_INDEX = -100  # label value that `lm_loss` skips (padding, prompt tokens)
-
 def lm_loss(logits: torch.Tensor, # (B, T, V)
-            labels: torch.Tensor) -> torch.Tensor: # (B, T) next-token ids, already shifted; -100 = skip
-    "Mean next-token cross-entropy of `logits` against already-shifted `labels`, skipping `IGNORE_INDEX`."
+            labels: torch.Tensor, # (B, T) next-token ids, already shifted; `ignore_index` = skip
+            reduction: str = "mean", # "mean" over scored tokens, "sum" of their nats, or "none": (B, T), 0 where skipped
+            ignore_index: int = IGNORE_INDEX) -> torch.Tensor: # label value that is not scored
+    "Next-token cross-entropy in nats of `logits` against already-shifted `labels`, skipping `ignore_index`."
     if logits.ndim != 3: raise ValueError(f"logits must be 3-D (B, T, vocab_size), got shape {tuple(logits.shape)}")
     if tuple(labels.shape) != tuple(logits.shape[:2]):
         raise ValueError(f"labels must have shape {tuple(logits.shape[:2])} (logits' B, T), got {tuple(labels.shape)}")
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    if reduction not in ("mean", "sum", "none"): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=ignore_index, reduction=reduction)
+    return loss.view(labels.shape) if reduction == "none" else loss
 
 # %% ../nbs/03_model.ipynb
 class KVCache(nn.Module):
@@ -345,8 +359,8 @@ def setup_cache(self: GPT, batch_size: int, # sequences generated together
                 max_len: int | None = None): # longest prompt + generation, at most (and by default) `block_size`
     "Give each attention layer a `KVCache` for `batch_size` sequences of up to `max_len` tokens; reuse matching ones."
     max_len = self.config.block_size if max_len is None else max_len
-    if not (isinstance(batch_size, int) and batch_size > 0): raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not (isinstance(max_len, int) and 0 < max_len <= self.config.block_size):
+    if not (is_int(batch_size) and batch_size > 0): raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not (is_int(max_len) and 0 < max_len <= self.config.block_size):
         raise ValueError(f"max_len must be an int in [1, block_size={self.config.block_size}], got {max_len!r}")
     w = self.transformer.ln_f.weight  # float even when other layers are int8
     for block in self.transformer.h:
@@ -382,9 +396,9 @@ def _hf_to_ours(sd: dict) -> dict:
 
 # %% ../nbs/03_model.ipynb
 @patch
-def _load_checked(self: GPT, sd: dict, # our names, no `lm_head.weight`
+def load_checked(self: GPT, sd: dict, # our names, no `lm_head.weight`
                   source: str): # where `sd` came from, for error messages
-    "Load `sd` into `self` after checking every name and shape."
+    "Load state dict `sd` (our names, no tied `lm_head.weight`) into `self` after checking every name and shape."
     expected = {k: v.shape for k, v in self.state_dict().items() if k != "lm_head.weight"}
     missing, unexpected = sorted(expected.keys() - sd.keys()), sorted(sd.keys() - expected.keys())
     if missing: raise ValueError(f"{source} lacks tensor {missing[0]!r} ({len(missing)} missing)")
@@ -416,7 +430,7 @@ def from_hf_gpt2(cls: GPT, hf, # a Hugging Face `GPT2LMHeadModel`/`GPT2Model`, o
         if not hasattr(hf, "config"): raise ValueError("pass `config=`: a bare state dict does not tell the number of heads")
         config = _config_from_hf(hf.config)
     sd = hf.state_dict() if hasattr(hf, "state_dict") else dict(hf)
-    return cls(config)._load_checked(_hf_to_ours(sd), "the GPT-2 state dict")
+    return cls(config).load_checked(_hf_to_ours(sd), "the GPT-2 state dict")
 
 # %% ../nbs/03_model.ipynb
 @patch
@@ -436,14 +450,17 @@ def to_hf_gpt2(self: GPT):
 # %% ../nbs/03_model.ipynb
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
-def _atomic_write(path: Path, write):  # `write(tmp_path)` writes the content
+def atomic_write(path: str | Path, # the file to create or replace
+                 write): # `write(tmp_path)` writes the content to a temporary file beside `path`
     "Write `path` through `write(tmp)` then an atomic rename, so readers never see a partial file."
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try: write(tmp); os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
+    return path
 
-def _sha256(path: Path) -> str:
-    "Hex SHA-256 of the file at `path`."
+def file_sha256(path: str | Path) -> str: # the file to hash
+    "Hex SHA-256 of the file at `path`, read in 1 MiB chunks."
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
@@ -456,22 +473,24 @@ def save_pretrained(self: GPT, path: str | Path): # directory to create or overw
     from safetensors.torch import save_file
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k != "lm_head.weight"}
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(sd, str(tmp), metadata={"format": "pt"}))
-    meta = {**asdict(self.config), "weights_sha256": _sha256(path / WEIGHTS_NAME)}
-    _atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(sd, str(tmp), metadata={"format": "pt"}))
+    meta = {**asdict(self.config), "weights_sha256": file_sha256(path / WEIGHTS_NAME)}
+    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     return path
 
 # %% ../nbs/03_model.ipynb
-def _read_config(path: Path) -> tuple[GPTConfig, str | None]:
-    "The `GPTConfig` and the recorded weights checksum (or `None`) in `path/config.json`."
-    f = path / CONFIG_NAME
+def read_config(path: str | Path, # a checkpoint directory
+                extra: tuple[str, ...] = ()) -> tuple[GPTConfig, dict]: # fields besides `GPTConfig`'s to accept
+    "The `GPTConfig` in `path/config.json` and its other fields (`weights_sha256`, those named in `extra`; absent ones `None`)."
+    f = Path(path) / CONFIG_NAME
     if not f.is_file(): raise FileNotFoundError(f"no {CONFIG_NAME} in {path}: not a saved GPT checkpoint")
     try: d = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{f} is not valid JSON: {e}") from None
-    sha = d.pop("weights_sha256", None)
+    if not isinstance(d, dict): raise ValueError(f"{f} must hold a JSON object of GPTConfig fields, got {type(d).__name__}")
+    meta = {k: d.pop(k, None) for k in ("weights_sha256", *extra)}
     unknown = sorted(set(d) - {fl.name for fl in fields(GPTConfig)})
     if unknown: raise ValueError(f"{f} has unknown GPTConfig field(s) {unknown}")
-    return GPTConfig(**d), sha
+    return GPTConfig(**d), meta
 
 # %% ../nbs/03_model.ipynb
 @patch(cls_method=True)
@@ -482,12 +501,12 @@ def from_pretrained(cls: GPT, path: str | Path, # directory written by `save_pre
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     path = Path(path)
-    config, sha = _read_config(path)
+    config, meta = read_config(path)
     f = path / WEIGHTS_NAME
     if not f.is_file(): raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    if sha is not None and _sha256(f) != sha:
+    if meta["weights_sha256"] is not None and file_sha256(f) != meta["weights_sha256"]:
         raise ValueError(f"{f} does not match the checksum in {CONFIG_NAME}: the file is truncated or was modified")
     try: sd = load_file(str(f))
     except SafetensorError as e: raise ValueError(f"{f} is not a valid safetensors file (truncated or corrupted): {e}") from None
-    model = cls(config)._load_checked(sd, str(f))
+    model = cls(config).load_checked(sd, str(f))
     return model.to(resolve_device(device), dtype or next(iter(sd.values())).dtype).eval()

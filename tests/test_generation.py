@@ -178,12 +178,12 @@ def test_filters_are_pure():
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("kw, msg", [(dict(temperature=-0.1), "temperature must be a number >= 0 (0 means greedy), got -0.1"),
+@pytest.mark.parametrize("kw, msg", [(dict(temperature=-0.1), "temperature must be a finite number >= 0 (0 means greedy), got -0.1"),
                                      (dict(top_p=0.0), "top_p must be in (0, 1], got 0.0"),
                                      (dict(top_p=1.01), "top_p must be in (0, 1], got 1.01"),
                                      (dict(top_k=0), "top_k must be an int >= 1, got 0"),
                                      (dict(min_p=2.0), "min_p must be in [0, 1], got 2.0"),
-                                     (dict(repetition_penalty=-1.0), "repetition_penalty must be a number > 0, got -1.0"),
+                                     (dict(repetition_penalty=-1.0), "repetition_penalty must be a finite number > 0, got -1.0"),
                                      (dict(max_new_tokens=-3), "max_new_tokens must be an int >= 0, got -3"),
                                      (dict(long_prompt="drop"), "long_prompt must be 'error' or 'truncate', got 'drop'")])
 def test_bad_input_names_the_value(kw, msg):
@@ -234,3 +234,58 @@ def test_plot_and_explorer(tok):
     w.children[1].value = 3  # top_k slider re-renders
     assert [c.description for c in w.children[:3]] == ["temperature", "top_k", "top_p"]
     plt.close("all")
+
+
+# ---------------------------------------------------------------- one SamplingConfig from the caller to the sampler
+def test_sampling_config_reaches_the_sampler_unchanged(monkeypatch):
+    import mie_lm.generation as G
+    m, seen = model(), []
+    orig = G.process_logits
+    monkeypatch.setattr(G, "process_logits", lambda logits, cfg, *a: seen.append(cfg) or orig(logits, cfg, *a))
+    cfg = SamplingConfig(do_sample=True, temperature=0.9, top_k=20)
+    a = generate(m, torch.tensor([[5, 6]]), sampling=cfg, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 6 and all(c is cfg for c in seen)
+    b = generate(m, torch.tensor([[5, 6]]), do_sample=True, temperature=0.9, top_k=20, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    assert seen[-1] == cfg and a.tolist() == b.tolist()  # shorthands build the same object
+
+
+def test_values_validated_once_per_call(monkeypatch):
+    import mie_lm.generation as G
+    calls = []
+    orig = G._check_top_p
+    monkeypatch.setattr(G, "_check_top_p", lambda p: calls.append(p) or orig(p))
+    generate(model(), torch.tensor([[5, 6]]), max_new_tokens=12, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    assert calls == [0.9]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(sampling=SamplingConfig(), temperature=0.5), "pass sampling= or keyword shorthands (temperature=), not both"),
+    (dict(top_n=3), "unknown sampling option(s) ['top_n']"),
+    (dict(sampling=dict(top_k=3)), "sampling must be a SamplingConfig, got dict"),
+    (dict(do_sample=True, temperature=float("inf")), "temperature must be a finite number >= 0 (0 means greedy), got inf"),
+    (dict(stop_strings=[""]), "stop_strings must be non-empty strings, got ['']"),
+    (dict(stop_strings=["ok", ""]), "stop_strings must be non-empty strings, got ['ok', '']"),
+    (dict(attention_mask=torch.tensor([[2, 2]])), "attention_mask must hold only 0 (padding) and 1 (real token), got 2"),
+    (dict(attention_mask=torch.tensor([[0.5, 1.0]])), "attention_mask must hold only 0 (padding) and 1 (real token), got 0.5")])
+def test_nonsense_is_refused(kw, msg):
+    with pytest.raises(ValueError) as e: generate(model(), torch.tensor([[1, 2]]), max_new_tokens=3, tokenizer=object(), **kw)
+    assert msg in str(e.value)
+
+
+def test_forward_refuses_non_binary_mask_on_cpu():
+    m = model()
+    with pytest.raises(ValueError, match=r"attention_mask must hold only 0 \(padding\) and 1 \(real token\), got 2"):
+        m(torch.tensor([[1, 2]]), attention_mask=torch.tensor([[2, 2]]))
+    m(torch.tensor([[1, 2]]), attention_mask=torch.tensor([[False, True]]))  # bool masks need no check
+
+
+def test_decode_state_and_prefill_are_the_model_forward():
+    m = model()
+    ids = torch.randint(0, 97, (2, 9))
+    am = torch.ones(2, 9, dtype=torch.long); am[0, :2] = 0
+    logits, state = prefill(m, ids[:, :4], am[:, :4], max_len=9)
+    assert state.pos == 4 and state.position_ids.flatten().tolist() == [2, 4]
+    with torch.no_grad(): full = m(ids, attention_mask=am)
+    for i in range(4, 9):
+        logits = decode_one_token(m, ids[:, i:i + 1], state)
+        torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)

@@ -384,3 +384,52 @@ def test_never_unpickles(tmp_path):
     (path / WEIGHTS_NAME).write_bytes(pickle.dumps(Evil()))
     with pytest.raises(ValueError): GPT.from_pretrained(path)
     assert not flag.exists()
+
+
+# ---------------------------------------------------------------- the one loss and the checkpoint I/O helpers
+def test_lm_loss_reductions_and_ignore_index():
+    from mie_lm.data import IGNORE_INDEX as DATA_IGNORE
+    import mie_lm.model as M
+    assert M.IGNORE_INDEX is DATA_IGNORE  # defined once, in data
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 5, 11), torch.randint(0, 11, (2, 5))
+    labels[1, 3:] = IGNORE_INDEX
+    none = lm_loss(logits, labels, reduction="none")
+    ref = F.cross_entropy(logits.reshape(10, 11), labels.reshape(10), reduction="none", ignore_index=-100).view(2, 5)
+    torch.testing.assert_close(none, ref)
+    torch.testing.assert_close(lm_loss(logits, labels, reduction="sum"), ref.sum())
+    torch.testing.assert_close(lm_loss(logits, labels), ref.sum() / 8)
+    other = labels.clone(); other[other == IGNORE_INDEX] = 7  # a different ignore value
+    torch.testing.assert_close(lm_loss(logits, other, ignore_index=7), F.cross_entropy(logits.reshape(10, 11), other.reshape(10), ignore_index=7))
+    assert lm_loss(logits.bfloat16(), labels, reduction="none").dtype == torch.float32
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none', got 'avg'"): lm_loss(logits, labels, reduction="avg")
+
+
+def test_atomic_write_and_file_sha256(tmp_path):
+    import hashlib
+    from mie_lm.model import atomic_write, file_sha256
+    p = atomic_write(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x" * 3_000_000))
+    assert file_sha256(p) == hashlib.sha256(b"x" * 3_000_000).hexdigest() and list(tmp_path.iterdir()) == [p]
+    def fail(tmp): tmp.write_bytes(b"half"); raise OSError("disk full")
+    with pytest.raises(OSError): atomic_write(p, fail)
+    assert p.read_bytes() == b"x" * 3_000_000 and list(tmp_path.iterdir()) == [p]  # old file whole, no temp left
+
+
+def test_read_config_refuses_non_objects_and_returns_extras(tmp_path):
+    from mie_lm.model import read_config
+    GPT(GPTConfig()).save_pretrained(tmp_path)
+    cfg, meta = read_config(tmp_path, extra=("compression",))
+    assert cfg == GPTConfig() and len(meta["weights_sha256"]) == 64 and meta["compression"] is None
+    (tmp_path / CONFIG_NAME).write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="must hold a JSON object of GPTConfig fields, got list"): GPT.from_pretrained(tmp_path)
+
+
+def test_no_private_cross_module_names():
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "mie_lm"
+    for name in ("model", "generation", "compression"):
+        src = (root / f"{name}.py").read_text()
+        assert not re.search(r"from \.\w+ import \([^)]*\b_\w+|from \.\w+ import [^(\n]*\b_\w+", src), name
+        assert "torch._" not in src.replace("torch._C", ""), name
+    assert sum((root / f).read_text().count("scaled_dot_product_attention(") for f in ("model.py", "generation.py", "compression.py")) == 1
