@@ -387,6 +387,11 @@ def _head_figure(pattern: torch.Tensor, change: torch.Tensor, labels: list[str],
     return fig
 
 # %% ../nbs/06a_interpretability.ipynb
+def _follow(slider, stack):
+    "Show page `slider.value` of `stack`: in the browser (`jslink`, which also works on a static page) and in the kernel."
+    import ipywidgets as W
+    W.jslink((slider, "value"), (stack, "selected_index")); W.dlink((slider, "value"), (stack, "selected_index"))
+
 def head_explorer(model: GPT, input_ids: torch.Tensor, # (1, T) the sequence to show (only the first row is used)
                   labels: list[str] | None = None, # a label per token (default: the ids)
                   how: str = "zero") -> "ipywidgets.Widget": # ablation, as in `ablate`
@@ -395,13 +400,12 @@ def head_explorer(model: GPT, input_ids: torch.Tensor, # (1, T) the sequence to 
     ids, (L, H) = input_ids[:1], (model.config.n_layer, model.config.n_head)
     labels = labels or [str(t) for t in ids[0].tolist()]
     _, cache = run_with_cache(model, ids, names=("pattern",))
-    base, layer, head, stacks = token_losses(model, ids), W.IntSlider(0, 0, L - 1, description="layer"), W.IntSlider(0, 0, H - 1, description="head"), []
-    for l in range(L):
-        pages = []
-        for h in range(H):
-            with ablate(model, heads=[(l, h)], how=how, ref=ids): change = token_losses(model, ids) - base
-            pages.append(W.HTML(_figure_html(_head_figure(cache["pattern"][l][0, h], change, labels, f"L{l}H{h}"))))
-        stacks.append(W.Stack(pages, selected_index=0)); W.jslink((head, "value"), (stacks[-1], "selected_index"))
-        W.dlink((head, "value"), (stacks[-1], "selected_index"))  # the kernel side follows too (jslink is browser-only)
-    outer = W.Stack(stacks, selected_index=0); W.jslink((layer, "value"), (outer, "selected_index")); W.dlink((layer, "value"), (outer, "selected_index"))
+    base = token_losses(model, ids)
+    def page(l, h):
+        with ablate(model, heads=[(l, h)], how=how, ref=ids): change = token_losses(model, ids) - base
+        return W.HTML(_figure_html(_head_figure(cache["pattern"][l][0, h], change, labels, f"L{l}H{h}")))
+    layer, head = W.IntSlider(0, 0, L - 1, description="layer"), W.IntSlider(0, 0, H - 1, description="head")
+    stacks = [W.Stack([page(l, h) for h in range(H)], selected_index=0) for l in range(L)]
+    for stack in stacks: _follow(head, stack)
+    outer = W.Stack(stacks, selected_index=0); _follow(layer, outer)
     return W.VBox([W.HBox([layer, head]), outer])
