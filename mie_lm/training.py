@@ -36,12 +36,12 @@ _log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'PRECISIONS', 'DEFAULT_MAX_STEPS', 'MAX_DEFAULT_WARMUP', 'METRICS_FILE', 'STATE_FILE', 'MODEL_FILE',
-           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TrainingConfig', 'lr_at',
-           'plot_lr_schedule', 'param_groups', 'token_byte_lengths', 'bits_per_byte', 'LMScore', 'score_batches',
-           'Callback', 'StopKind', 'StopReason', 'init_distributed', 'SingleProcess', 'Trainer', 'MetricsLog',
-           'truncate_metrics', 'ProgressBar', 'EarlyStopping', 'remove_stale_temps', 'save_checkpoint',
-           'load_checkpoint', 'Checkpointer', 'RunFolderInUse', 'run_lock', 'DDP', 'plot_history', 'LivePlot',
-           'default_callbacks', 'pick_threads']
+           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TENSORBOARD_DIR',
+           'TrainingConfig', 'lr_at', 'plot_lr_schedule', 'param_groups', 'token_byte_lengths', 'bits_per_byte',
+           'LMScore', 'score_batches', 'Callback', 'StopKind', 'StopReason', 'init_distributed', 'SingleProcess',
+           'Trainer', 'MetricsLog', 'truncate_metrics', 'ProgressBar', 'EarlyStopping', 'remove_stale_temps',
+           'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'RunFolderInUse', 'run_lock', 'DDP', 'plot_history',
+           'LivePlot', 'default_callbacks', 'pick_threads', 'TensorBoard']
 
 # %% ../nbs/05_training.ipynb
 SCHEDULES = ("linear", "cosine")  # learning-rate decay shapes after warmup
@@ -78,6 +78,7 @@ class TrainingConfig:
     threads: int | None = None  # CPU threads for torch (None: time 1 thread and all cores on a few steps, keep the faster)
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     progress: bool = True  # show a tqdm progress bar (on process 0)
+    tensorboard: bool = False  # also log to TensorBoard event files in `out_dir/tensorboard` (needs the `tensorboard` package)
 
     def __post_init__(self): _validate_config(self)
     @property
@@ -109,7 +110,8 @@ def _validate_config(c: TrainingConfig):
              ("log_every", _is_int(c.log_every, 1), "an int >= 1"), ("checkpoint_every", _is_int(c.checkpoint_every, 0), "an int >= 0"),
              ("seed", _is_int(c.seed, 0), "an int >= 0"), ("threads", _opt_int(c.threads, 1), "an int >= 1 or None"),
              ("num_workers", _is_int(c.num_workers, 0), "an int >= 0"),
-             ("restore_best", isinstance(c.restore_best, bool), "a bool"), ("progress", isinstance(c.progress, bool), "a bool")]
+             ("restore_best", isinstance(c.restore_best, bool), "a bool"), ("progress", isinstance(c.progress, bool), "a bool"),
+             ("tensorboard", isinstance(c.tensorboard, bool), "a bool")]
     for name, ok, need in rules:
         if not ok: raise ValueError(f"TrainingConfig.{name} must be {need}, got {getattr(c, name)!r}")
     if c.warmup_steps is not None and c.max_steps is not None and c.warmup_steps >= c.max_steps:
@@ -522,7 +524,8 @@ def load_state(self: EarlyStopping, state: dict, tensors: dict):
 
 # %% ../nbs/05_training.ipynb
 STATE_FILE, MODEL_FILE, OPTIM_FILE, BEST_FILE = "trainer_state.json", "model.safetensors", "optimizer.safetensors", "best_model.safetensors"
-RESUMABLE_CHANGES = ("max_steps", "max_time", "out_dir", "device", "threads", "num_workers", "progress", "log_every", "checkpoint_every")  # may differ on resume
+RESUMABLE_CHANGES = ("max_steps", "max_time", "out_dir", "device", "threads", "num_workers", "progress", "tensorboard", "log_every",
+                     "checkpoint_every")  # may differ on resume
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     "The optimizer's state split into named tensors (`'<param>.<name>'`) and a JSON-able rest."
@@ -802,11 +805,12 @@ class LivePlot(Callback):
 # %% ../nbs/05_training.ipynb
 def default_callbacks(config: TrainingConfig, world_size: int = 1, has_valid: bool = True,
                       extra: list[Callback] = ()) -> list[Callback]:  # the user's callbacks: their classes are not added twice
-    "The built-in callbacks for `config`: DDP, metrics log, checkpoints, early stopping, progress bar."
+    "The built-in callbacks for `config`: DDP, metrics log, checkpoints, early stopping, progress bar, TensorBoard."
     cbs = [MetricsLog(config.log_every, config.out_dir), Checkpointer(config.checkpoint_every)]
     if world_size > 1: cbs.append(DDP())
     if has_valid: cbs.append(EarlyStopping(config.patience, config.min_delta, config.restore_best))
     if config.progress: cbs.append(ProgressBar())
+    if config.tensorboard: cbs.append(TensorBoard())
     return [cb for cb in cbs if not any(isinstance(x, type(cb)) for x in extra)]
 
 # %% ../nbs/05_training.ipynb
@@ -831,3 +835,34 @@ def pick_threads(trainer: Trainer) -> int:
     torch.set_rng_state(rng); best = min(times, key=times.get); torch.set_num_threads(best)
     _log.info("threads: %s s per pass -> %d", {n: round(t, 4) for n, t in times.items()}, best)
     return best
+
+# %% ../nbs/05_training.ipynb
+TENSORBOARD_DIR = "tensorboard"  # sub-folder of `out_dir` for the event files
+
+def _hparam(v): return v if isinstance(v, (int, float, str, bool)) else str(v)  # TensorBoard takes numbers, strings and bools
+
+class TensorBoard(Callback):
+    "Write training and validation metrics, and the config as hyperparameters, as TensorBoard event files (process 0)."
+    order = 35
+    def __init__(self, log_dir: str | None = None): self.log_dir, self.writer = log_dir, None  # default: `out_dir/tensorboard`
+    def on_fit_start(self, trainer):
+        if not trainer.is_main: return
+        try: from torch.utils.tensorboard import SummaryWriter
+        except ImportError: raise ImportError("the TensorBoard callback needs the tensorboard package: pip install tensorboard") from None
+        log_dir = self.log_dir or Path(trainer.config.out_dir or ".") / TENSORBOARD_DIR
+        self.writer = SummaryWriter(str(log_dir), purge_step=trainer.step + 1 if trainer.step else None)
+    def on_step_end(self, trainer, m):
+        if self.writer:
+            for k in ("loss", "lr", "grad_norm", "tokens_per_s"): self.writer.add_scalar(f"train/{k}", m[k], m["step"])
+    def on_eval_end(self, trainer, m):
+        if self.writer:
+            for k in ("valid_loss", "valid_ppl", "valid_bpb"):
+                if m.get(k) is not None: self.writer.add_scalar(f"valid/{k[6:]}", m[k], m["step"])
+    def on_fit_end(self, trainer, result):
+        if not self.writer: return
+        model = asdict(trainer.model.config) if hasattr(trainer.model, "config") else {}
+        hparams = {**{k: _hparam(v) for k, v in asdict(trainer.config).items()}, **{f"model.{k}": _hparam(v) for k, v in model.items()}}
+        last = result["last_valid"] or {}
+        metrics = {"hparam/best_valid_loss": result["best_valid_loss"], "hparam/valid_bpb": last.get("valid_bpb")}
+        self.writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None} or {"hparam/steps": result["steps"]}, run_name="hparams")
+        self.writer.close()

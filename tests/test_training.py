@@ -285,3 +285,26 @@ def test_extending_a_finished_run_replans_the_schedule(tmp_path):
     assert [b["max_steps"] for b in state["budgets"]] == [6, 10]
     same = Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=10, lr=1e-2), ds(40)).resume()
     assert len(same.budgets) == 2  # an unchanged budget keeps the plan
+
+
+def test_tensorboard_event_files_hold_the_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from mie_lm.training import TENSORBOARD_DIR, TensorBoard
+    kw = dict(out_dir=str(tmp_path), tensorboard=True, eval_every=2, checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):  # killed after step 3 (checkpoint at 2)
+        class Die(Callback):
+            order = 50
+            def on_step_end(self, trainer, metrics):
+                if trainer.step == 3: raise KeyboardInterrupt
+        Trainer(tiny(), cfg(**kw), ds(40), ds(8, start=3000), token_bytes=torch.ones(256, dtype=torch.long), callbacks=[Die()]).fit()
+    t = Trainer(tiny(), cfg(**kw), ds(40), ds(8, start=3000), token_bytes=torch.ones(256, dtype=torch.long)).resume()
+    assert any(isinstance(cb, TensorBoard) for cb in t.callbacks)
+    t.fit()
+    ev = EventAccumulator(str(tmp_path / TENSORBOARD_DIR)); ev.Reload()
+    tags = set(ev.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "valid/loss", "valid/ppl", "valid/bpb"} <= tags
+    assert [e.step for e in ev.Scalars("train/loss")] == list(range(1, 9))  # step 3 of the killed run was purged on resume
+    assert [e.step for e in ev.Scalars("valid/bpb")] == [2, 4, 6, 8]
+    hp = EventAccumulator(str(tmp_path / TENSORBOARD_DIR / "hparams")); hp.Reload()
+    assert "hparam/valid_bpb" in hp.Tags()["scalars"]
