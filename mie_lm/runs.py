@@ -282,8 +282,7 @@ def generate_run(checkpoint, # run folder of `mie_lm train`
     if not prompts: raise ValueError("no prompts: pass --prompt TEXT or --prompts-file FILE")
     if stream and len(prompts) != 1: raise ValueError(f"streaming takes one prompt, got {len(prompts)}")
     model, tok = load_run(checkpoint, device)
-    kw = dict(**dataclasses.asdict(sampling or DEFAULT_SAMPLING), long_prompt=long_prompt,
-              generator=torch.Generator(_device_of(model)).manual_seed(seed))
+    kw = dict(sampling=sampling or DEFAULT_SAMPLING, long_prompt=long_prompt, generator=torch.Generator(_device_of(model)).manual_seed(seed))
     if not stream: return generate_text(model, tok, list(prompts), max_new_tokens=max_new_tokens, **kw)
     return [_stream(model, tok, prompts[0], max_new_tokens, on_text, kw)]
 

@@ -110,3 +110,16 @@ def test_report_fits_a_1280_px_window(tmp_path):
         b.close()
     assert width <= 1280, f"the report is {width} px wide at a 1280 px window"
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched
+
+
+def test_one_sampling_config_reaches_generate(run, monkeypatch):
+    "The `SamplingConfig` given to `generate_run` (or its default) is the very object `generate` receives."
+    import mie_lm.generation as generation
+    seen, real = [], generation.generate
+    def spy(*a, **k): seen.append(k["sampling"]); return real(*a, **k)
+    monkeypatch.setattr(generation, "generate", spy)
+    cfg = SamplingConfig(do_sample=True, top_k=7)
+    generate_run(run, ["The", "A"], 4, cfg)
+    generate_run(run, ["The"], 4)
+    from mie_lm.runs import DEFAULT_SAMPLING
+    assert seen[0] is cfg and seen[1] is DEFAULT_SAMPLING
