@@ -274,3 +274,27 @@ def test_head_explorer(model, ids):
     sliders.children[0].value, sliders.children[1].value = 2, 3
     assert outer.selected_index == 2 and outer.children[2].selected_index == 3
     assert _n_hooks(model) == 0
+
+
+# ---- the modern block options (RMSNorm, rotary embeddings, SwiGLU, no biases), where the model has them
+@pytest.mark.parametrize("opts", [dict(norm="rmsnorm"), dict(pos_emb="rope"), dict(mlp="swiglu"),
+                                  dict(norm="rmsnorm", pos_emb="rope", mlp="swiglu", bias=False)], ids=lambda d: "+".join(map(str, d.values())))
+def test_modern_block_options(opts, ids):
+    try: m = _random_model(**opts)
+    except TypeError: pytest.skip(f"GPTConfig has no {sorted(opts)} options")
+    logits, c = run_with_cache(m, ids)
+    ref_logits, ref_att = m(ids, output_attentions=True)
+    torch.testing.assert_close(logits, ref_logits)
+    for ours, theirs in zip(c["pattern"], ref_att, strict=True): torch.testing.assert_close(ours, theirs)
+    for l, block in enumerate(m.transformer.h):
+        bias = block.attn.c_proj.bias if block.attn.c_proj.bias is not None else 0.0
+        torch.testing.assert_close(c["head_out"][l].sum(2) + bias, c["attn_out"][l], atol=1e-5, rtol=0)
+    assert ("pos_embed" in c) == (opts.get("pos_emb", "learned") == "learned")
+    torch.testing.assert_close(logit_lens(m, c)[-1], logits, atol=1e-5, rtol=0)
+    s = logit_attribution(m, c, 3, 8, row=1, pos=6)
+    assert abs(s.sum() - (logits[1, 6, 3] - logits[1, 6, 8]).item()) < 1e-4
+    corrupt = ids.clone(); corrupt[:, 2] = (ids[:, 2] + 1) % 50
+    with patched(m, c, m.config.n_layer): torch.testing.assert_close(m(corrupt), logits, atol=1e-5, rtol=0)
+    with ablate(m, heads=[(0, 1)], mlps=[2]):
+        _, inside = run_with_cache(m, ids, names=("z", "mlp_out"))
+    assert inside["z"][0][:, :, 1].abs().max() == 0 and inside["mlp_out"][2].abs().max() == 0
