@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .model import IGNORE_INDEX, GPT
+from .data import IGNORE_INDEX
+from .model import GPT, lm_loss
 from .tokenizer import BPETokenizer
 from .training import LMScore, bits_per_byte
 
@@ -35,10 +35,7 @@ def token_nll(logits: torch.Tensor, # (B, T, V)
               labels: torch.Tensor, # (B, T) next-token ids, already shifted; -100 = not scored
              ) -> torch.Tensor:
     "Surprisal `-log p(label)` in nats of each position, `(B, T)`; 0 where `labels == IGNORE_INDEX`."
-    if logits.ndim != 3 or tuple(labels.shape) != tuple(logits.shape[:2]):
-        raise ValueError(f"need logits (B, T, V) and labels (B, T), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
-    return nll.view(labels.shape)  # (B, T)
+    return lm_loss(logits, labels, reduction="none")  # the model's one loss function, per position
 
 # %% ../nbs/06_evaluation.ipynb
 def sequence_perplexity(logits: torch.Tensor, # (B, T, V)

@@ -91,7 +91,7 @@ def test_heavily_padded_batch_equals_unpadded(model, tok, docs):
 
 
 def test_errors_on_logits():
-    with pytest.raises(ValueError, match="need logits"): token_nll(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="logits must be 3-D"): token_nll(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="no scored token"): perplexity(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX))
     with pytest.raises(ValueError, match=r"sequence\(s\) \[1\]"):
         sequence_perplexity(torch.zeros(2, 2, 3), torch.tensor([[0, 1], [IGNORE_INDEX, IGNORE_INDEX]]))

@@ -170,6 +170,10 @@ def test_non_gpt2_layout_is_refused(tok, tmp_path):
         export_hf(GPT(GPTConfig(bias=False, vocab_size=tok.vocab_size)), tok, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     check_gpt2_layout(GPTConfig(n_layer=3, n_head=4, n_embd=32, block_size=16, vocab_size=99, dropout=0.1))  # sizes are free
+    for option, value in [("norm", "rmsnorm"), ("pos_emb", "rope"), ("mlp", "swiglu")]:  # the modern block options
+        with pytest.raises(ValueError, match=f"cannot export to GPT-2: {option}='{value}' is not exportable"):
+            export_hf(GPT(GPTConfig(vocab_size=tok.vocab_size, **{option: value})), tok, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_pruned_or_mismatched_model_is_refused(model, tok, tmp_path):
