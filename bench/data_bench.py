@@ -142,7 +142,7 @@ def report_single(r: dict, info: str) -> str:
              f"A {r['file_mb']:.1f} MB file with no newline (`python_docs` prose, whitespace collapsed, repeated) read by "
              f"`text_files` ({r['docs'][0]} + {r['docs'][1]} documents stored in {r['pieces'][0]} + {r['pieces'][1]} pieces), "
              f"a {r['vocab']}-token BPE trained on it, both splits packed ({r['tokens']['train']:,} + {r['tokens']['valid']:,} tokens), "
-             f"in one fresh process. **Peak RSS {peak / 1024:.2f} GiB** (target: at most 1.5 GB).", "",
+             f"in one fresh process. **Peak RSS {peak / 1024:.2f} GiB**.", "", "Target: a peak RSS of at most 1.5 GB.", "",
              "| stage | seconds | peak RSS after it (MiB) |", "|---|---|---|"]
     lines += [f"| {k} | {s:.1f} | {mb:.0f} |" for k, (s, mb) in r["stages"].items()]
     return "\n".join(lines) + "\n"

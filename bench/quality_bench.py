@@ -60,9 +60,16 @@ import json, math, sys, time
 import torch
 sys.path.insert(0, {bench!r})
 from char_baseline import stream_nats
-from mie_lm.runs import load_run
 torch.set_num_threads(1)
-model, tok = load_run({run!r}, "cpu")
+try:
+    from mie_lm.runs import load_run
+    model, tok = load_run({run!r}, "cpu")
+except Exception as e:  # the run folder's own checks failed: load the two files directly, and say so
+    from pathlib import Path
+    from mie_lm.model import GPT
+    from mie_lm.tokenizer import BPETokenizer
+    print(f"load_run failed ({{type(e).__name__}}: {{e}}); loading model/ and tokenizer.json directly", file=sys.stderr)
+    model, tok = GPT.from_pretrained(Path({run!r}) / "model"), BPETokenizer.load(Path({run!r}) / "tokenizer.json")
 model.eval()
 text = open({held!r}, encoding="utf-8", newline="").read()
 ids = [tok.bos_id] + tok.encode(text)

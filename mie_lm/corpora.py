@@ -265,6 +265,7 @@ def _clean_cut(text: str, i: int) -> bool:
     if a[1] == "\n": return not a[0].isspace() and (not b[0].isspace() or (b[0] == "\n" and not b[1].isspace()))  # "end\n|next", "end\n|\nnext"
     return False
 
+# %% ../nbs/01_corpora.ipynb
 def _cut_point(text: str, hi: int, lo: int) -> int:
     "The last clean cut of `text` in `[lo, hi]`, after a line break if there is one, else `hi`."
     for sep, shift in (("\n", 1), (" ", 0)):
