@@ -234,7 +234,7 @@ def load_compressed(path: str | Path) -> GPT: # directory written by `save_compr
     "Rebuild the model saved by `save_compressed`, with the scheme named in its metadata; never unpickles."
     config, info, sd = _read_compressed(Path(path))
     if info["scheme"] not in ("none", *SCHEMES): raise ValueError(f"unknown compression scheme {info['scheme']!r} in {path}")
-    n_heads, dtype = info["n_heads"], sd["transformer.wpe.weight"].dtype
+    n_heads, dtype = info["n_heads"], sd["transformer.ln_f.weight"].dtype  # always float, with every option
     model = GPT(config) if info["scheme"] == "none" and n_heads == [config.n_head] * config.n_layer else CompressedGPT(config, n_heads)
     if info["scheme"] == "none": return model.load_checked(sd, str(path)).to(dtype).eval()
     model = quantize(model, "int8")  # the int8 structure; `load_state_dict` below fills it

@@ -276,6 +276,7 @@ class Stopping:
             raise ValueError(f"stop_strings must be non-empty strings, got {self.strings!r}")
         if self.strings and self.tokenizer is None: raise ValueError("stop_strings need tokenizer= to decode the generated tokens")
         if self.pad is None: self.pad = self.eos
+        self.window = max((len(s.encode()) for s in self.strings or ()), default=0) + 1  # tokens that can hold a new match
 
 @torch.inference_mode()
 def _forward_last(model, ids, mask): return model(ids, attention_mask=mask)[:, -1]
@@ -302,7 +303,7 @@ def _steps(model, ids, mask, n, cfg: SamplingConfig, stop: Stopping, use_cache, 
         if stops and stop.pad is not None: tokens = tokens.masked_fill(done, stop.pad)  # stopped rows only pad
         out[:, T + i] = tokens
         if stop.eos is not None: done = done | (tokens == stop.eos)
-        if stop.strings: done = done | _hit_stop(stop.tokenizer, out[:, T:T + i + 1], stop.strings)
+        if stop.strings: done = done | _hit_stop(stop.tokenizer, out[:, max(T, T + i + 1 - stop.window):T + i + 1], stop.strings)
         yield Step(tokens, logits, scores, done)
         if i == n - 1 or (stops and done.all()): return
         if use_cache: logits = decode_one_token(model, tokens[:, None], state)

@@ -20,9 +20,10 @@ from fastcore.basics import patch
 from .data import IGNORE_INDEX
 
 # %% auto 0
-__all__ = ['PRESETS', 'LN_EPS', 'INIT_STD', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int', 'is_number', 'GPTConfig', 'causal_mask',
-           'plot_attention', 'naive_attention', 'attention', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
-           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'resolve_device', 'atomic_write',
+__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int',
+           'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention', 'attention',
+           'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask', 'attention_mask_4d',
+           'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'resolve_device', 'atomic_write',
            'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
@@ -35,6 +36,8 @@ def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 # %% ../nbs/03_model.ipynb
+NORMS, POS_EMBS, MLPS = ("layernorm", "rmsnorm"), ("learned", "rope"), ("gelu", "swiglu")  # first: GPT-2's
+
 @dataclass
 class GPTConfig:
     "Shape and regularisation of a `GPT`: nanoGPT's `n_layer`, `n_head`, `n_embd`, `block_size`, `vocab_size`."
@@ -45,6 +48,9 @@ class GPTConfig:
     vocab_size: int = 512  # number of token ids (rows of the token-embedding table)
     dropout: float = 0.0  # dropout probability on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm"; see *Modern block options*
+    pos_emb: str = "learned"  # "learned" position table (GPT-2) or "rope", rotary embeddings of q and k
+    mlp: str = "gelu"  # "gelu": Linear(C, 4C), GELU, Linear(4C, C) (GPT-2); or "swiglu": a gated MLP of similar size
 
     def __post_init__(self):
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
@@ -56,9 +62,18 @@ class GPTConfig:
         if not (is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool): raise ValueError(f"bias must be a bool, got {self.bias!r}")
+        for name, choices in (("norm", NORMS), ("pos_emb", POS_EMBS), ("mlp", MLPS)):
+            if getattr(self, name) not in choices: raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            raise ValueError(f"pos_emb='rope' rotates channel pairs: head_dim={self.head_dim} must be even")
 
     @property
     def head_dim(self) -> int: return self.n_embd // self.n_head
+
+    @property
+    def is_gpt2(self) -> bool:
+        "Whether the layout is GPT-2's (biases, LayerNorm, learned positions, GELU MLP), as Hugging Face interop needs."
+        return self.bias and (self.norm, self.pos_emb, self.mlp) == (NORMS[0], POS_EMBS[0], MLPS[0])
 
 # %% ../nbs/03_model.ipynb
 PRESETS = {  # name -> GPTConfig fields
@@ -79,12 +94,19 @@ def from_preset(cls: GPTConfig, name: str, # exact name of a preset in `PRESETS`
     return cls(**{**PRESETS[name], **overrides})
 
 # %% ../nbs/03_model.ipynb
+def swiglu_hidden(n_embd: int) -> int:
+    "Hidden width of the SwiGLU MLP: $\\frac{8}{3}C$ rounded up to a multiple of 8, so it holds about as many weights as GELU's $4C$."
+    return -(-8 * n_embd // 3 // 8) * 8
+
 @patch(as_prop=True)
 def num_params(self: GPTConfig) -> int:
     "Number of parameters of a `GPT` with this config (the tied LM head counted once)."
-    C = self.n_embd
-    per_block = 12 * C * C + (13 if self.bias else 2) * C  # 4 weight matrices; biases + 2 LayerNorms
-    return (self.vocab_size + self.block_size) * C + self.n_layer * per_block + (2 if self.bias else 1) * C
+    C, b = self.n_embd, int(self.bias)
+    H = swiglu_hidden(C) if self.mlp == "swiglu" else 4 * C
+    mlp = (3 if self.mlp == "swiglu" else 2) * C * H + b * ((2 if self.mlp == "swiglu" else 1) * H + C)  # weights + biases
+    norm = C * (2 if self.norm == "layernorm" and self.bias else 1)  # scale (+ shift)
+    per_block = 4 * C * C + b * 4 * C + mlp + 2 * norm  # attention, MLP, two norms
+    return (self.vocab_size + (self.block_size if self.pos_emb == "learned" else 0)) * C + self.n_layer * per_block + norm
 
 # %% ../nbs/03_model.ipynb
 def causal_mask(T: int, # number of positions
@@ -148,11 +170,13 @@ class CausalSelfAttention(nn.Module):
 def forward(self: CausalSelfAttention, x, # (B, T, C) residual stream, after LayerNorm
             mask=None, # boolean (B or 1, 1, T, S); None: plain causal (or one query seeing every cached key)
             cache_pos: int | None = None, # first `kv_cache` slot of these tokens; None: no cache
-            output_attentions: bool = False): # also return the (B, n_head, T, S) weights
+            output_attentions: bool = False, # also return the (B, n_head, T, S) weights
+            rope: tuple | None = None): # (cos, sin) of rotary embeddings, each (B or 1, 1, T, head_dim / 2); None: off
     "Attention output `(B, T, C)` and the weights (or `None`)."
     B, T, _ = x.shape
     nh, hd = self.n_head, self.head_dim
     q, k, v = self.c_attn(x).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+    if rope is not None: q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # rotated before caching: keys keep their position
     if cache_pos is not None:
         if self.kv_cache is None: raise ValueError("no KV cache: call `model.setup_cache(batch_size, max_len)` first")
         k, v = self.kv_cache.update(cache_pos, k, v)  # (B, nh, S, hd): all keys so far
@@ -163,33 +187,43 @@ def forward(self: CausalSelfAttention, x, # (B, T, C) residual stream, after Lay
 
 # %% ../nbs/03_model.ipynb
 class MLP(nn.Module):
-    "Position-wise feed-forward network: `Linear(C, 4C)`, tanh-GELU, `Linear(4C, C)`, dropout."
+    "Position-wise feed-forward network: `Linear(C, 4C)`, tanh-GELU, `Linear(4C, C)` (or the gated SwiGLU variant), dropout."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.gated = config.mlp == "swiglu"
+        H = swiglu_hidden(config.n_embd) if self.gated else 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, 2 * H if self.gated else H, bias=config.bias)  # SwiGLU: gate and value at once
+        self.c_proj = nn.Linear(H, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         "MLP output for residual-stream input `x`."
-        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        h = self.c_fc(x)  # (B, T, H), or (B, T, 2H) gated
+        if self.gated: gate, value = h.chunk(2, -1); h = F.silu(gate) * value  # (B, T, H)
+        else: h = F.gelu(h, approximate="tanh")
+        y = self.c_proj(h)
         return self.dropout(y) if self.training else y
 
 # %% ../nbs/03_model.ipynb
-LN_EPS = 1e-5  # LayerNorm epsilon, GPT-2's
+LN_EPS = 1e-5  # LayerNorm (and RMSNorm) epsilon, GPT-2's
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    "The normalisation layer `config.norm` names over `n_embd` channels: `nn.LayerNorm` (GPT-2) or `nn.RMSNorm`."
+    if config.norm == "rmsnorm": return nn.RMSNorm(config.n_embd, eps=LN_EPS)
+    return nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)
 
 class Block(nn.Module):
     "Pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)
+        self.ln_1 = make_norm(config)  # GPT-2's names even when the norm is an RMSNorm
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, mask=None, cache_pos=None, output_attentions=False):
+    def forward(self, x, mask=None, cache_pos=None, output_attentions=False, rope=None):
         "New residual stream `(B, T, C)` and the attention weights (or `None`)."
-        a, att = self.attn(self.ln_1(x), mask, cache_pos, output_attentions)
+        a, att = self.attn(self.ln_1(x), mask, cache_pos, output_attentions, rope)
         x = x + a
         return x + self.mlp(self.ln_2(x)), att
 
@@ -203,10 +237,11 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
-            wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
             drop=nn.Dropout(config.dropout),  # called in training only
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-            ln_f=nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)))
+            ln_f=make_norm(config)))
+        if config.pos_emb == "learned": self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)  # position table
+        else: self.register_buffer("rope_freqs", rope_frequencies(config.head_dim), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
         self.apply(_init_weights)
@@ -273,7 +308,9 @@ def _bad_positions(self: GPT, T: int) -> ValueError:
 def _embed(self: GPT, input_ids, position_ids):
     "Token plus position embeddings `(B, T, C)`, out-of-range ids reported as a `ValueError`."
     t = self.transformer
-    try: x = t.wte(input_ids) + t.wpe(position_ids)  # (B, T, C)
+    try:
+        x = t.wte(input_ids)  # (B, T, C)
+        if self.config.pos_emb == "learned": x = x + t.wpe(position_ids)
     except IndexError:
         V = self.config.vocab_size
         bad = input_ids[(input_ids < 0) | (input_ids >= V)]
@@ -299,9 +336,10 @@ def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
     x = self._embed(input_ids, position_ids)  # (B, T, C)
     # 3. run the blocks, each writing its keys and values to its cache when `cache_pos` is given
     mask = attention_mask_4d(attention_mask, T, past, dev)
+    rope = rope_cos_sin(self.rope_freqs, position_ids) if self.config.pos_emb == "rope" else None
     attentions = []
     for block in self.transformer.h:
-        x, att = block(x, mask, cache_pos, output_attentions)
+        x, att = block(x, mask, cache_pos, output_attentions, rope)
         attentions.append(att)
     # 4. map each position to vocabulary logits
     logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
@@ -373,6 +411,25 @@ def setup_cache(self: GPT, batch_size: int, # sequences generated together
     return self
 
 # %% ../nbs/03_model.ipynb
+ROPE_BASE = 10_000  # RoPE's base b: frequencies b^(-2i/d), as in the paper and LLaMA
+
+def rope_frequencies(head_dim: int) -> torch.Tensor:
+    "The `head_dim / 2` rotation frequencies $\\theta_i = b^{-2i/d}$, fastest first."
+    return ROPE_BASE ** -(torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+
+def rope_cos_sin(freqs: torch.Tensor, # (head_dim / 2,) from `rope_frequencies`
+                 position_ids: torch.Tensor): # (B or 1, T) positions
+    "`(cos, sin)` of the angles $\\theta_i p$, each `(B or 1, 1, T, head_dim / 2)`, broadcast over heads."
+    angles = position_ids[:, None, :, None].float() * freqs  # (B, 1, T, hd/2)
+    return angles.cos(), angles.sin()
+
+def apply_rope(x: torch.Tensor, # (B, n_head, T, head_dim) queries or keys
+               cos: torch.Tensor, sin: torch.Tensor): # from `rope_cos_sin`
+    "`x` with channel pair (i, i + head_dim/2) of position p rotated by $\\theta_i p$."
+    x1, x2 = x.float().chunk(2, -1)  # (B, nh, T, hd/2) each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).to(x.dtype)
+
+# %% ../nbs/03_model.ipynb
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     "`torch.device` for `device`; `'auto'` picks CUDA, then MPS, then the CPU."
     if device == "auto":
@@ -438,7 +495,8 @@ def to_hf_gpt2(self: GPT):
     "This model as a Hugging Face `GPT2LMHeadModel` with the same weights."
     from transformers import GPT2Config, GPT2LMHeadModel
     c = self.config
-    if not c.bias: raise ValueError("GPT-2 has biases: a model with bias=False cannot be converted")
+    if not c.is_gpt2:
+        raise ValueError(f"only the GPT-2 layout converts: bias={c.bias}, norm={c.norm!r}, pos_emb={c.pos_emb!r}, mlp={c.mlp!r} cannot be converted")
     hf_config = GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size,
                            vocab_size=c.vocab_size, resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
                            activation_function="gelu_new", bos_token_id=None, eos_token_id=None)

@@ -167,3 +167,15 @@ def test_compression_report_and_plot(model):
     assert df.loc["int8", "size_ratio"] < 0.5 and df.loc["heads", "tok_s_b8"] > 0 and df.loc["int8", "tok_s_b8"] > 0
     assert plot_perplexity_vs_size(df) is not None
     with pytest.raises(ValueError, match="empty"): compression_report({}, tok, ["x"], prompts)
+
+
+@pytest.mark.parametrize("scheme", ["none", *SCHEMES])
+def test_compression_with_modern_options(scheme, tmp_path):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig.from_preset("tiny", n_head=4, norm="rmsnorm", pos_emb="rope", mlp="swiglu", bias=False)).eval()
+    c = prune_heads(m, {0: [1]}) if scheme == "none" else quantize(m, scheme)
+    x = torch.randint(0, 512, (2, 10))
+    out = generate(c, x, max_new_tokens=6)
+    assert out.tolist() == generate(c, x, max_new_tokens=6, use_cache=False).tolist()
+    back = load_compressed(save_compressed(c, tmp_path / scheme))
+    with torch.no_grad(): torch.testing.assert_close(back(x), c(x))

@@ -289,3 +289,36 @@ def test_decode_state_and_prefill_are_the_model_forward():
     for i in range(4, 9):
         logits = decode_one_token(m, ids[:, i:i + 1], state)
         torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(norm="rmsnorm"), dict(pos_emb="rope"), dict(mlp="swiglu"), dict(bias=False),
+                                dict(norm="rmsnorm", pos_emb="rope", mlp="swiglu", bias=False)],
+                         ids=["rmsnorm", "rope", "swiglu", "no-bias", "all"])
+def test_generation_with_each_block_option(kw):
+    m = model(**kw)
+    prompts = [[5, 6, 7, 8], [9], [10, 11]]
+    ids, am = left_padded(prompts)
+    greedy = generate(m, ids, am, max_new_tokens=12)
+    torch.testing.assert_close(greedy, generate(m, ids, am, max_new_tokens=12, use_cache=False), rtol=0, atol=0)
+    for r, p in enumerate(prompts):
+        assert greedy[r, ids.shape[1]:].tolist() == generate(m, torch.tensor([p]), max_new_tokens=12)[0, len(p):].tolist()
+    cfg = SamplingConfig(do_sample=True, temperature=0.8, top_p=0.9)
+    a = generate(m, ids, am, sampling=cfg, max_new_tokens=12, generator=torch.Generator().manual_seed(0))
+    b = generate(m, ids, am, sampling=cfg, max_new_tokens=12, generator=torch.Generator().manual_seed(0), use_cache=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_stop_strings_decode_only_a_window(tok, monkeypatch):
+    m = model(vocab_size=len(tok))
+    ids = torch.tensor([tok.encode("hello")])
+    free = generate(m, ids, max_new_tokens=40)
+    text = tok.decode(free[0, 1:].tolist())
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    lengths = []
+    orig = tok.decode
+    monkeypatch.setattr(tok, "decode", lambda ids, *a, **k: lengths.append(len(ids)) or orig(ids, *a, **k))
+    out = generate(m, ids, max_new_tokens=40, stop_strings=stop, tokenizer=tok)
+    monkeypatch.undo()
+    new = tok.decode(out[0, 1:].tolist())
+    assert stop in new and stop not in tok.decode(out[0, 1:-1].tolist())  # stops right when the string appears
+    assert max(lengths) <= len(stop.encode()) + 1  # each check decodes a bounded window, not all new tokens

@@ -95,7 +95,8 @@ def test_hf_errors():
     sd = {**hf.state_dict(), "transformer.extra.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match="unexpected tensor 'transformer.extra.weight'"):
         GPT.from_hf_gpt2(sd, config=GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=16, vocab_size=50))
-    with pytest.raises(ValueError, match="bias=False cannot be converted"): GPT(GPTConfig(bias=False)).to_hf_gpt2()
+    for kw in (dict(bias=False), dict(norm="rmsnorm"), dict(pos_emb="rope"), dict(mlp="swiglu")):
+        with pytest.raises(ValueError, match="only the GPT-2 layout converts"): GPT(GPTConfig(**kw)).to_hf_gpt2()
 
 
 # ---------------------------------------------------------------- properties
@@ -433,3 +434,41 @@ def test_no_private_cross_module_names():
         assert not re.search(r"from \.\w+ import \([^)]*\b_\w+|from \.\w+ import [^(\n]*\b_\w+", src), name
         assert "torch._" not in src.replace("torch._C", ""), name
     assert sum((root / f).read_text().count("scaled_dot_product_attention(") for f in ("model.py", "generation.py", "compression.py")) == 1
+
+
+# ---------------------------------------------------------------- modern block options
+OPTIONS = [dict(norm="rmsnorm"), dict(pos_emb="rope"), dict(mlp="swiglu"), dict(bias=False),
+           dict(norm="rmsnorm", pos_emb="rope", mlp="swiglu", bias=False)]
+OPTION_IDS = ["rmsnorm", "rope", "swiglu", "no-bias", "all"]
+
+
+@pytest.mark.parametrize("kw", OPTIONS, ids=OPTION_IDS)
+def test_options_count_cache_padding_causality(kw, tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=24, vocab_size=61, **kw)).eval()
+    assert sum(p.numel() for p in model.parameters()) == model.config.num_params
+    assert {"transformer.h.0.ln_1.weight", "transformer.h.0.attn.c_proj.weight", "transformer.h.0.mlp.c_fc.weight"} <= set(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(0.1 * torch.randn_like(p))
+        x = torch.randint(0, 61, (2, 14))
+        am = torch.ones(2, 14, dtype=torch.long); am[0, :4] = 0
+        full = model(x, attention_mask=am)
+        model.setup_cache(2, 14)
+        steps = [model(x[:, :6], attention_mask=am[:, :6], cache_pos=0)]
+        steps += [model(x[:, t:t + 2], attention_mask=am[:, :t + 2], cache_pos=t) for t in range(6, 14, 2)]
+        steps = torch.cat(steps, 1)
+        torch.testing.assert_close(steps[1], full[1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(steps[0, 4:], full[0, 4:], atol=1e-5, rtol=0)
+        torch.testing.assert_close(full[0, 4:], model(x[:1, 4:])[0], atol=1e-5, rtol=0)  # left padding == alone
+        y = x.clone(); y[:, 9:] = (y[:, 9:] + 1) % 61
+        torch.testing.assert_close(model(y)[:, :9], model(x)[:, :9], atol=1e-6, rtol=0)  # causal
+    model.save_pretrained(tmp_path)
+    assert torch.equal(GPT.from_pretrained(tmp_path, device="cpu")(x), model(x))
+
+
+def test_option_validation():
+    with pytest.raises(ValueError, match=r"pos_emb must be one of \('learned', 'rope'\), got 'alibi'"): GPTConfig(pos_emb="alibi")
+    with pytest.raises(ValueError, match=r"mlp must be one of \('gelu', 'swiglu'\), got 'relu'"): GPTConfig(mlp="relu")
+    with pytest.raises(ValueError, match="head_dim=3 must be even"): GPTConfig(n_embd=6, n_head=2, pos_emb="rope")
+    assert "wpe" not in dict(GPT(GPTConfig(pos_emb="rope")).transformer.named_children())
+    assert isinstance(GPT(GPTConfig(norm="rmsnorm")).transformer.h[0].ln_1, torch.nn.RMSNorm)
