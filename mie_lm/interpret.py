@@ -17,11 +17,11 @@ from .evaluation import _figure_html
 from .model import GPT
 
 # %% auto 0
-__all__ = ['PER_LAYER', 'WHOLE_MODEL', 'CACHE_NAMES', 'ActivationCache', 'hooked', 'eval_mode', 'head_outputs', 'run_with_cache',
-           'repeated_tokens', 'token_losses', 'repeated_sequence_loss', 'logit_lens', 'next_token_ranks', 'lens_labels',
-           'plot_logit_lens', 'residual_components', 'logit_attribution', 'activation_means', 'ablate',
-           'head_ablation_effects', 'head_table', 'plot_grid', 'plot_heads', 'patched', 'logit_diff', 'patch',
-           'induction_scores', 'previous_token_scores', 'head_explorer']
+__all__ = ['PER_LAYER', 'WHOLE_MODEL', 'CACHE_NAMES', 'ActivationCache', 'hooked', 'eval_mode', 'n_heads', 'head_outputs',
+           'run_with_cache', 'repeated_tokens', 'token_losses', 'repeated_sequence_loss', 'logit_lens',
+           'next_token_ranks', 'lens_labels', 'plot_logit_lens', 'residual_components', 'logit_attribution',
+           'activation_means', 'ablate', 'head_ablation_effects', 'head_table', 'plot_grid', 'plot_heads', 'patched',
+           'logit_diff', 'patch', 'induction_scores', 'previous_token_scores', 'head_explorer']
 
 # %% ../nbs/06a_interpretability.ipynb
 PER_LAYER = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "pattern", "z", "head_out")
@@ -64,6 +64,14 @@ def eval_mode(model: torch.nn.Module):
     was = model.training
     try: yield model.eval()
     finally: model.train(was)
+
+def n_heads(model: GPT, layer: int) -> int:
+    "Number of attention heads in block `layer` (a head-pruned model may keep fewer than `config.n_head`)."
+    return getattr(model.transformer.h[layer].attn, "n_head", model.config.n_head)
+
+def _grid(rows: list, width: int) -> torch.Tensor:
+    "Stack per-layer rows of per-head numbers into `(n_layer, width)`, `NaN` where a layer has fewer heads."
+    return torch.stack([F.pad(torch.as_tensor(r, dtype=torch.float32), (0, width - len(r)), value=float("nan")) for r in rows])
 
 # %% ../nbs/06a_interpretability.ipynb
 def head_outputs(z: torch.Tensor, # (B, T, n_head, head_dim) input of `c_proj`, split by head
@@ -114,7 +122,7 @@ def run_with_cache(model: GPT, input_ids: torch.Tensor, # (B, T) token ids
     keep, cache = _check_names(names), ActivationCache()
     for n in keep & set(PER_LAYER) - {"pattern"}: cache[n] = [None] * model.config.n_layer
     hooks = _model_hooks(model, cache, keep)
-    for l, block in enumerate(model.transformer.h): hooks += _block_hooks(block, l, cache, keep, model.config.n_head)
+    for l, block in enumerate(model.transformer.h): hooks += _block_hooks(block, l, cache, keep, n_heads(model, l))
     with eval_mode(model), torch.no_grad(), hooked(hooks):
         out = model(input_ids, attention_mask=attention_mask, **({"output_attentions": True} if "pattern" in keep else {}))
     if "pattern" in keep: cache["pattern"] = [a.detach() for a in out[1]]
@@ -182,7 +190,7 @@ def residual_components(model: GPT, cache: ActivationCache, row: int = 0, pos: i
     parts = {"embed": cache["embed"][row, pos]}
     if "pos_embed" in cache: parts["pos_embed"] = cache["pos_embed"][row, pos]
     for l, block in enumerate(model.transformer.h):
-        for h in range(model.config.n_head): parts[f"L{l}H{h}"] = cache["head_out"][l][row, pos, h]
+        for h in range(cache["head_out"][l].shape[2]): parts[f"L{l}H{h}"] = cache["head_out"][l][row, pos, h]
         if block.attn.c_proj.bias is not None: parts[f"L{l} attn bias"] = block.attn.c_proj.bias.detach()
         parts[f"L{l} MLP"] = cache["mlp_out"][l][row, pos]
     return parts
@@ -226,20 +234,21 @@ def _check_layer(model: GPT, l, name: str = "layer", extra: int = 0):
 
 def _check_head(model: GPT, l, h):
     _check_layer(model, l)
-    if not (isinstance(h, int) and not isinstance(h, bool) and 0 <= h < model.config.n_head):
-        raise ValueError(f"head={h!r} is out of range: each layer has heads 0..{model.config.n_head - 1}")
+    if not (isinstance(h, int) and not isinstance(h, bool) and 0 <= h < n_heads(model, l)):
+        raise ValueError(f"head={h!r} is out of range: layer {l} has heads 0..{n_heads(model, l) - 1}")
 
 def activation_means(model: GPT, input_ids: torch.Tensor) -> dict:
-    "Means over batch and positions: each head's `z` `(n_layer, n_head, head_dim)`, each MLP's output `(n_layer, C)`."
+    "Means over batch and positions, per layer: each head's `z` `(n_head, head_dim)` and the MLP's output `(C,)`."
     _, c = run_with_cache(model, input_ids, names=("z", "mlp_out"))
-    return {"z": torch.stack([z.mean((0, 1)) for z in c["z"]]), "mlp_out": torch.stack([o.mean((0, 1)) for o in c["mlp_out"]])}
+    return {"z": [z.mean((0, 1)) for z in c["z"]], "mlp_out": [o.mean((0, 1)) for o in c["mlp_out"]]}
 
 # %% ../nbs/06a_interpretability.ipynb
 def _ablation_hooks(model: GPT, heads: list, mlps: list, means: dict | None) -> list:
     "Pre-hooks on `c_proj` replacing the `heads`' slices of `z`, and hooks replacing the `mlps`' outputs."
-    by_layer, H = defaultdict(list), model.config.n_head
+    by_layer = defaultdict(list)
     for l, h in heads: by_layer[l].append(h)
     def head_hook(l, hs):
+        H = n_heads(model, l)
         def pre(m, args, kwargs):
             z = _arg0(args, kwargs); B, T, C = z.shape
             z = z.view(B, T, H, C // H).clone()  # (B, T, nh, hd); the clone leaves the caller's tensor alone
@@ -267,14 +276,12 @@ def ablate(model: GPT, heads=(), # `(layer, head)` pairs to switch off
 
 # %% ../nbs/06a_interpretability.ipynb
 def head_ablation_effects(model: GPT, input_ids: torch.Tensor, how: str = "zero", ref=None) -> torch.Tensor:
-    "Rise of the mean next-token loss on `input_ids` when each head alone is ablated, `(n_layer, n_head)`."
-    base, L, H = token_losses(model, input_ids).mean().item(), model.config.n_layer, model.config.n_head
+    "Rise of the mean next-token loss on `input_ids` when each head alone is ablated, `(n_layer, n_head)` (`NaN`: no such head)."
+    base = token_losses(model, input_ids).mean().item()
     if how == "mean": ref = activation_means(model, input_ids if ref is None else ref) if not isinstance(ref, dict) else ref
-    out = torch.zeros(L, H)
-    for l in range(L):
-        for h in range(H):
-            with ablate(model, heads=[(l, h)], how=how, ref=ref): out[l, h] = token_losses(model, input_ids).mean().item() - base
-    return out
+    def effect(l, h):
+        with ablate(model, heads=[(l, h)], how=how, ref=ref): return token_losses(model, input_ids).mean().item() - base
+    return _grid([[effect(l, h) for h in range(n_heads(model, l))] for l in range(model.config.n_layer)], model.config.n_head)
 
 def head_table(values: torch.Tensor) -> "pandas.DataFrame": # (n_layer, n_head)
     "Per-head numbers as a DataFrame: one row per layer, one column per head."
@@ -348,12 +355,11 @@ def patch(model: GPT, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, # (B, 
     def run():
         with eval_mode(model), torch.no_grad(): return _metric_value(metric, _first(model(corrupt_ids)))
     m_clean, m_corrupt = _metric_value(metric, clean_logits), run()
-    L, T, H = model.config.n_layer, clean_ids.shape[1], model.config.n_head
-    cells = [(l, [p], None) for l in range(L + 1) for p in range(T)] if what == "resid" else [(l, None, h) for l in range(L) for h in range(H)]
-    out = []
-    for l, p, h in cells:
-        with patched(model, cache, l, p, h): out.append(run())
-    out = torch.tensor(out).view(L + 1, T) if what == "resid" else torch.tensor(out).view(L, H)
+    def cell(l, p=None, h=None):
+        with patched(model, cache, l, p, h): return run()
+    L, T = model.config.n_layer, clean_ids.shape[1]
+    out = (torch.tensor([[cell(l, [p]) for p in range(T)] for l in range(L + 1)]) if what == "resid" else
+           _grid([[cell(l, h=h) for h in range(n_heads(model, l))] for l in range(L)], model.config.n_head))
     if not normalize: return out
     if m_clean == m_corrupt: raise ValueError(f"metric is {m_clean} on both inputs: there is nothing to recover")
     return (out - m_corrupt) / (m_clean - m_corrupt)
@@ -366,12 +372,13 @@ def _repeated_patterns(model: GPT, n: int, batch_size: int, seed: int) -> list:
 def induction_scores(model: GPT, n: int | None = None, batch_size: int = 8, seed: int = 0) -> torch.Tensor:
     "Mean attention from each token of the second copy to the one after its first occurrence, `(n_layer, n_head)`."
     n = _check_n(model, n)  # query t >= n attends to key t - n + 1: the diagonal at offset -(n - 1), past its first entry
-    return torch.stack([p.diagonal(-(n - 1), -2, -1)[..., 1:].mean((0, 2)) for p in _repeated_patterns(model, n, batch_size, seed)])
+    pats = _repeated_patterns(model, n, batch_size, seed)
+    return _grid([p.diagonal(-(n - 1), -2, -1)[..., 1:].mean((0, 2)) for p in pats], model.config.n_head)
 
 def previous_token_scores(model: GPT, n: int | None = None, batch_size: int = 8, seed: int = 0) -> torch.Tensor:
     "Mean attention from each token to the one before it, on repeated random tokens, `(n_layer, n_head)`."
     n = _check_n(model, n)
-    return torch.stack([p.diagonal(-1, -2, -1).mean((0, 2)) for p in _repeated_patterns(model, n, batch_size, seed)])
+    return _grid([p.diagonal(-1, -2, -1).mean((0, 2)) for p in _repeated_patterns(model, n, batch_size, seed)], model.config.n_head)
 
 # %% ../nbs/06a_interpretability.ipynb
 def _head_figure(pattern: torch.Tensor, change: torch.Tensor, labels: list[str], title: str):
@@ -405,7 +412,8 @@ def head_explorer(model: GPT, input_ids: torch.Tensor, # (1, T) the sequence to 
         with ablate(model, heads=[(l, h)], how=how, ref=ids): change = token_losses(model, ids) - base
         return W.HTML(_figure_html(_head_figure(cache["pattern"][l][0, h], change, labels, f"L{l}H{h}")))
     layer, head = W.IntSlider(0, 0, L - 1, description="layer"), W.IntSlider(0, 0, H - 1, description="head")
-    stacks = [W.Stack([page(l, h) for h in range(H)], selected_index=0) for l in range(L)]
+    stacks = [W.Stack([page(l, h) if h < n_heads(model, l) else W.HTML("<p>no such head (pruned)</p>") for h in range(H)],
+                      selected_index=0) for l in range(L)]
     for stack in stacks: _follow(head, stack)
     outer = W.Stack(stacks, selected_index=0); _follow(layer, outer)
     return W.VBox([W.HBox([layer, head]), outer])

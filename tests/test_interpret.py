@@ -154,10 +154,10 @@ def test_ablate_zero_and_mean(model, ids):
     torch.testing.assert_close(model(ids), base)
     assert _n_hooks(model) == 0
     means = activation_means(model, ids)
-    assert means["z"].shape == (3, 4, 8) and means["mlp_out"].shape == (3, 32)
+    assert [z.shape for z in means["z"]] == [(4, 8)] * 3 and [o.shape for o in means["mlp_out"]] == [(32,)] * 3
     with ablate(model, heads=[(0, 0)], how="mean", ref=means):
         _, c = run_with_cache(model, ids, names=("z",))
-    torch.testing.assert_close(c["z"][0][:, :, 0], means["z"][0, 0].expand(2, 12, -1))
+    torch.testing.assert_close(c["z"][0][:, :, 0], means["z"][0][0].expand(2, 12, -1))
 
 
 def test_ablate_all_heads_and_mlps_leaves_only_biases(model, ids):
@@ -298,3 +298,27 @@ def test_modern_block_options(opts, ids):
     with ablate(m, heads=[(0, 1)], mlps=[2]):
         _, inside = run_with_cache(m, ids, names=("z", "mlp_out"))
     assert inside["z"][0][:, :, 1].abs().max() == 0 and inside["mlp_out"][2].abs().max() == 0
+
+
+def test_head_pruned_model(ids):
+    "A model that keeps fewer heads in some layers (`mie_lm.compression`): per-head grids get NaN for the missing heads."
+    compression = pytest.importorskip("mie_lm.compression")
+    if not hasattr(compression, "CompressedGPT"): pytest.skip("no CompressedGPT")
+    torch.manual_seed(0)
+    m = compression.CompressedGPT(GPTConfig(n_layer=3, n_head=4, n_embd=32, block_size=16, vocab_size=50), n_heads=[4, 2, 3]).eval()
+    logits, c = run_with_cache(m, ids)
+    assert [z.shape[2] for z in c["z"]] == [4, 2, 3] and c["pattern"][1].shape[1] == 2
+    for l, block in enumerate(m.transformer.h):
+        torch.testing.assert_close(c["head_out"][l].sum(2) + block.attn.c_proj.bias, c["attn_out"][l], atol=1e-5, rtol=0)
+    s = logit_attribution(m, c, 1, 2)
+    assert abs(s.sum() - (logits[0, -1, 1] - logits[0, -1, 2]).item()) < 1e-4 and "L1H2" not in s.index
+    eff = head_ablation_effects(m, ids)
+    assert eff.shape == (3, 4) and eff[1, 2:].isnan().all() and not eff[0].isnan().any()
+    assert induction_scores(m, 6)[2, 3].isnan() and previous_token_scores(m, 6)[0].isfinite().all()
+    with pytest.raises(ValueError, match="head=2 is out of range: layer 1 has heads 0..1"):
+        with ablate(m, heads=[(1, 2)]): pass
+    corrupt = ids.clone(); corrupt[:, 3] = (ids[:, 3] + 1) % 50
+    grid = patch(m, ids, corrupt, "head", metric=logit_diff(1, 2))
+    assert grid[1, 2:].isnan().all() and grid[0].isfinite().all()
+    w = head_explorer(m, ids)
+    assert len(w.children[1].children[1].children) == 4
