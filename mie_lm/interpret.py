@@ -319,6 +319,8 @@ def patched(model: GPT, cache: ActivationCache, # from `run_with_cache` on the c
     if head is None: _check_layer(model, layer, extra=1)
     else: _check_head(model, layer, head)
     src = cache["z"][layer] if head is not None else cache["resid_pre"][layer] if layer < L else cache["resid_post"][-1]
+    bad = [p for p in (pos or []) if not -src.shape[1] <= p < src.shape[1]]
+    if bad: raise ValueError(f"pos={bad[0]!r} is out of range for a sequence of {src.shape[1]} tokens")
     def pre(m, args, kwargs):
         x = _arg0(args, kwargs).clone()  # (B, T, C)
         if head is None: x[:, idx] = src[:, idx]

@@ -232,6 +232,8 @@ def test_patch_bad_input(model, ids):
         with patched(model, cache, 4): pass
     with pytest.raises(ValueError, match="head=9"):
         with patched(model, cache, 0, head=9): pass
+    with pytest.raises(ValueError, match="pos=12 is out of range"):
+        with patched(model, cache, 1, pos=[3, 12]): pass
 
 
 # ---- induction
