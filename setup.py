@@ -30,7 +30,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["mie_lm", "mie_lm.*"]),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "tensorboard": cfg.get("tensorboard_requirements", "").split()},
     python_requires=">=" + min_python,
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

@@ -144,6 +144,7 @@ _SAMPLING_VIEW_JS = r"""
 })();
 """
 
+# %% ../nbs/04a_explorers.ipynb
 def sampling_explorer_html(data: dict, # from `next_token_data`
                            n: int = 20, # bars shown: the `n` most likely tokens before filtering
                            temperature: float = 1.0, # starting temperature (0 means greedy)
@@ -198,6 +199,7 @@ _ATTENTION_VIEW_JS = r"""
 })();
 """
 
+# %% ../nbs/04a_explorers.ipynb
 def attention_explorer_html(data: dict) -> HTMLExplorer: # from `attention_data`
     "Pick a layer and a head with sliders and see its attention pattern (rows: queries, columns: keys); no kernel needed."
     uid = f"mie-attention-{next(_ids)}"

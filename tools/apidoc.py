@@ -42,29 +42,45 @@ def _source_lines(obj):
 
 
 def _docs(obj) -> dict:
-    "Parameter name -> description (and 'return'), from fastcore's docments, with the `) -> T: # ...` fix."
+    "Parameter name -> description (and 'return'): fastcore's docments, completed by `_line_comments` where it has none."
     from fastcore.docments import docments
     try: found = {k: v.get("docment") for k, v in docments(obj, full=True).items()}
-    except Exception: return {}
+    except Exception: found = {}
     fn = obj.__init__ if inspect.isclass(obj) and "__init__" in vars(obj) else obj
-    try: params = [p for p in inspect.signature(fn).parameters.values()]
-    except (TypeError, ValueError): return found
-    last = params[-1].name if params else None
-    if last and not found.get(last) and found.get("return") and _last_param_shares_return_line(fn, last):
-        found[last], found["return"] = found["return"], None
+    mine = _line_comments(fn)
+    for name, text in mine.items():
+        if name != "return" and not found.get(name): found[name] = text
+    if found.get("return") and found.get("return") != mine.get("return"): found["return"] = mine.get("return")
     return found
 
 
-def _last_param_shares_return_line(fn, last: str) -> bool:
-    "Whether the `def` line holding `-> T:` also holds parameter `last` (so its trailing comment describes it)."
+def _line_comments(fn) -> dict:
+    """The trailing comment of each line of `fn`'s parameter list, given to the last parameter written on that line.
+
+    This is the docments convention, read so that `x: float) -> T: # doc` and `**kwargs): # doc` describe `x` and `kwargs`
+    (fastcore gives the first to the return value and drops the second); a comment after the closing `)` on a line
+    without parameters describes the return value."""
     lines, _ = _source_lines(fn)
-    if not lines: return False
-    src = "".join(lines)
-    try: toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
-    except (tokenize.TokenError, IndentationError): return False
-    arrow = next((t for t in toks if t.type == tokenize.OP and t.string == "->"), None)
-    if arrow is None: return False
-    return any(t.type == tokenize.NAME and t.string == last and t.start[0] == arrow.start[0] for t in toks if t.start < arrow.start)
+    if not lines: return {}
+    try: toks = list(tokenize.generate_tokens(io.StringIO("".join(lines)).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError): return {}
+    start = next((k for k, t in enumerate(toks) if t.type == tokenize.NAME and t.string == "def"), None)
+    if start is None: return {}
+    depth, prev, last_on_line, found, closed = 0, None, {}, {}, None
+    for t in toks[start:]:
+        if t.type == tokenize.OP and t.string in "([{": depth += 1
+        elif t.type == tokenize.OP and t.string in ")]}":
+            depth -= 1
+            if depth == 0 and closed is None: closed = t.start[0]
+        elif t.type == tokenize.NAME and depth == 1 and closed is None and prev in ("(", ",", "*", "**"):
+            last_on_line[t.start[0]] = t.string
+        elif t.type == tokenize.COMMENT:
+            text, line = t.string.lstrip("#").strip(), t.start[0]
+            if line in last_on_line: found[last_on_line[line]] = text
+            elif closed is not None and line == closed: found["return"] = text
+        elif t.type == tokenize.NEWLINE and closed is not None: break
+        if t.type not in (tokenize.NL, tokenize.COMMENT): prev = t.string
+    return found
 
 
 def _param_lines(fn) -> dict:
