@@ -354,3 +354,30 @@ def test_report_bits_per_byte_is_the_trainers(model, tok, docs):
     assert ev["valid_bpb"] == pytest.approx(rep.bits_per_byte, rel=1e-3)
     assert ev["valid_loss"] == pytest.approx(rep.loss, rel=1e-3)
     assert not model.training
+
+
+def lm_eval_rolling(tokens, prefix, L):
+    "lm-evaluation-harness's rolling windows (context_len 1): disjoint, the first after `prefix`, the last slid back."
+    first = min(L, len(tokens))
+    windows, done = [([prefix] + tokens[:first - 1], tokens[:first])], first
+    while done < len(tokens):
+        k = min(len(tokens) - done, L); end = done + k
+        windows.append((tokens[end - L - 1:end - 1], tokens[end - k:end])); done = end
+    return windows
+
+
+def test_disjoint_windows_equal_lm_eval_rolling_loglikelihood(model, tok, docs):
+    hf = model.to_hf_gpt2().eval()
+    text = "\n\n".join(docs.valid[:8])[:3000] + "\n"
+    L = model.config.block_size
+    ll = 0.0
+    for inp, pred in lm_eval_rolling(tok.encode(text), tok.bos_id, L):
+        assert len(inp) <= L
+        with torch.no_grad(): logp = hf(torch.tensor([inp])).logits[0, -len(pred):].float().log_softmax(-1)
+        ll += logp.gather(-1, torch.tensor(pred)[:, None]).sum().item()
+    ours = evaluate_text(model, tok, text, window=L, stride=L, bos=True)
+    assert -ll == pytest.approx(ours.nll, rel=1e-5)
+    import re
+    words, n_bytes = len(re.split(r"\s+", text)), len(text.encode("utf-8"))  # lm-eval's counts
+    assert ours.word_perplexity == pytest.approx(math.exp(-ll / words), rel=1e-5)
+    assert ours.bits_per_byte == pytest.approx(-ll / n_bytes / math.log(2), rel=1e-5)
