@@ -87,3 +87,20 @@ def test_save_is_atomic_and_leaves_no_temp_file(tok, tmp_path):
 
 def test_bytes_per_token_at_least_one(tok):
     assert bytes_per_token(tok, python_docs().valid) > 1.0
+
+
+def test_special_tokens_of_a_foreign_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    raw = Tokenizer(models.BPE()); raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["a b c", "abc abc"], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    with pytest.raises(ValueError, match="lacks the special tokens"): BPETokenizer(raw)
+    gpt2_roles = ("<|endoftext|>",) * 3  # GPT-2: one token begins, ends and pads
+    tok = BPETokenizer(raw, gpt2_roles)
+    assert tok.bos_id == tok.eos_id == tok.pad_id == raw.token_to_id("<|endoftext|>") and tok.special_tokens == gpt2_roles
+    assert tok.decode(tok.encode("a <|endoftext|> b")) == "a <|endoftext|> b"  # the name in text stays text
+    assert tok.encode("x", add_bos=True, add_eos=True)[::2] == [tok.bos_id, tok.eos_id]
+    path = tmp_path / "tokenizer.json"; path.write_text(raw.to_str())
+    assert BPETokenizer.load(path, gpt2_roles).special_tokens == gpt2_roles
+    with pytest.raises(ValueError, match="lacks the special tokens"): BPETokenizer.load(path)
