@@ -324,3 +324,35 @@ def test_head_pruned_model(ids):
     assert grid[1, 2:].isnan().all() and grid[0].isfinite().all()
     w = head_explorer(m, ids)
     assert len(w.children[1].children[1].children) == 4
+
+
+def _wired_induction(V=32, T=24, sharp=3.0):
+    "The notebook's hand-wired circuit: L0H0 writes each token's predecessor into its own subspace, L1H0 is an induction head."
+    C = 3 * V
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=C, block_size=T, vocab_size=V))
+    tok, pos, prev = (slice(k * V, (k + 1) * V) for k in range(3))
+    eye = torch.eye(V)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.fill_(1.0) if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else p.zero_()
+        m.transformer.wte.weight[:, tok] = eye
+        m.transformer.wpe.weight[:, pos] = eye[:T]
+        (q0, k0, v0), (q1, k1, v1) = (b.attn.c_attn.weight.split(C) for b in m.transformer.h)
+        q0[:V, pos], k0[:V, pos], v0[:V, tok] = sharp * eye, sharp * eye.roll(1, 0), eye
+        m.transformer.h[0].attn.c_proj.weight[prev, :V] = eye / 7
+        q1[:V, tok], k1[:V, prev], v1[:V, tok] = sharp * eye, sharp * eye, eye
+        m.transformer.h[1].attn.c_proj.weight[tok, :V] = eye
+    return m.eval()
+
+
+def test_tools_find_a_hand_wired_circuit():
+    m = _wired_induction()
+    ind, prev = induction_scores(m, 8), previous_token_scores(m, 8)
+    assert divmod(int(ind.argmax()), 2) == (1, 0) and ind[1, 0] > 0.7
+    assert divmod(int(prev.argmax()), 2) == (0, 0) and prev[0, 0] > 0.9
+    probe = repeated_tokens(32, 8, batch_size=16, seed=1)
+    eff = head_ablation_effects(m, probe)
+    assert eff[:, 0].min() > 1.0 and eff[:, 1].abs().max() < 1e-4  # only the two wired heads matter
+    clean = probe[:, :12]; corrupt = clean.clone(); corrupt[:, 4] = (clean[:, 4] + 1) % 32
+    heads = patch(m, clean, corrupt, "head", metric=logit_diff(clean[:, 4], corrupt[:, 4]))
+    assert divmod(int(heads.argmax()), 2) == (1, 0)  # the induction head carries the copied token
