@@ -120,10 +120,11 @@ def test_export_equals_transformers_state_dict(model):
 
 
 def test_foreign_gpt2_folder(tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     raw = Tokenizer(models.BPE()); raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel(); raw.add_special_tokens(["<|endoftext|>"])
-    raw.add_tokens(list(pre_tokenizers.ByteLevel.alphabet()))
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["héllo world", "hello there"], trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32,
                                                               vocab_size=raw.get_vocab_size())).eval()
     hf.save_pretrained(tmp_path)
@@ -131,6 +132,7 @@ def test_foreign_gpt2_folder(tmp_path):
     gpt, t = load_hf(tmp_path, device="cpu")
     assert t.bos_id == t.eos_id == t.pad_id == raw.token_to_id("<|endoftext|>")
     x = torch.tensor([t.encode("héllo")])
+    assert t.decode(x[0]) == "héllo"
     with torch.no_grad(): assert torch.allclose(gpt(x), hf(x).logits, atol=1e-5)
     assert generate_text(gpt, t, "ab", max_new_tokens=3) is not None
 
