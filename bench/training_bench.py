@@ -38,7 +38,7 @@ from _common import machine, write_section  # noqa: E402
 def trainer_tokens_per_s(model, data, precision, steps):
     "Median tokens/s of `Trainer` steps (its own per-step timing) after 2 warm-up steps."
     cfg = TrainingConfig(max_steps=steps + 2, warmup_steps=1, batch_size=8, lr=1e-4, eval_every=0, log_every=1,
-                         precision=precision, device="cpu", progress=False, restore_best=False)
+                         precision=precision, device="cpu", progress=False, restore_best=False, threads=torch.get_num_threads())
     t = Trainer(model, cfg, data)
     t.fit()
     return [h["tokens_per_s"] for h in t.history[2:]]
@@ -73,6 +73,18 @@ def throughput(steps, repeats):
             res.setdefault(("mie_lm Trainer", precision), []).extend(trainer_tokens_per_s(ours, data, precision, steps))
             res.setdefault(("HF GPT2LMHeadModel, plain loop", precision), []).extend(hf_tokens_per_s(hf, data, precision, steps))
     return {k: statistics.median(v) for k, v in res.items()}
+
+
+def compile_check(steps):
+    "Compile time and eager/compiled fwd+bwd time of `small` (batch 8 x 256) with `torch.compile` on the CPU."
+    from mie_lm.model import lm_loss
+    torch.manual_seed(0); m = GPT(GPTConfig.from_preset("small")); x = torch.randint(0, m.config.vocab_size, (8, 257))
+    def step(f):
+        t0 = time.perf_counter(); lm_loss(f(x[:, :-1]), x[:, 1:]).backward(); m.zero_grad(set_to_none=True); return time.perf_counter() - t0
+    t0 = time.perf_counter(); cm = torch.compile(m); step(cm); step(cm); compile_s = time.perf_counter() - t0
+    eager, compiled = [], []
+    for _ in range(steps): eager.append(step(m)); compiled.append(step(cm))
+    return compile_s, statistics.median(eager), statistics.median(compiled)
 
 
 def source_bpb(corpus, docs):
@@ -116,7 +128,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=5); p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budgets", default="60,120"); p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--no-write", action="store_true"); p.add_argument("--throughput-only", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation on a CPU)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import transformers
@@ -127,7 +140,16 @@ def main():
     lines += [f"| {r} | {prec} | {v:,.0f} |" for (r, prec), v in sorted(tp.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
     for prec in ("fp32", "bf16"):
         lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[('mie_lm Trainer', prec)] / tp[('HF GPT2LMHeadModel, plain loop', prec)]:.2f}x** |")
+    lines.append(f"\nThreads: {torch.get_num_threads()} (set with --threads; the Trainer is given the same count). "
+                 f"Load average at the end: {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())} on {__import__('os').cpu_count()} cores.")
+    if a.compile:
+        cs, e, c = compile_check(a.steps)
+        lines.append(f"\n`torch.compile` on this CPU (`small`, fwd+bwd): compile {cs:.0f} s, eager {e:.2f} s/step, compiled {c:.2f} s/step "
+                     f"({e / c:.2f}x): {'pays after ' + str(round(cs / max(e - c, 1e-9))) + ' steps' if c < e else 'never pays; not enabled'}.")
     print("\n".join(lines), flush=True)
+    if a.throughput_only:
+        if not a.no_write: write_section("training", "\n".join(lines))
+        return
     rows = []
     for steps, batch in ((300, 16), (300, 32), (900, 32)):
         bpb, secs, floor, src = synthetic_quality(steps, batch)

@@ -28,8 +28,8 @@ from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .data import collate_lm
-from .model import IGNORE_INDEX, lm_loss, resolve_device
+from .data import IGNORE_INDEX, collate_lm
+from .model import atomic_write, lm_loss, resolve_device
 from .tokenizer import BPETokenizer
 
 _log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def score_batches(model: nn.Module, batches: Iterable[dict],  # dicts of `input_
         scored = batch["labels"][batch["labels"] != IGNORE_INDEX]
         if not len(scored): continue
         with _autocast(device, amp_dtype): logits = model(batch["input_ids"], attention_mask=_mask(batch))
-        nll += lm_loss(logits, batch["labels"]).item() * len(scored)  # the one loss, summed back from its mean
+        nll += lm_loss(logits, batch["labels"], reduction="sum").item()  # the one loss, summed over the scored tokens
         n_tokens += len(scored)
         if token_bytes is not None: n_bytes += int(token_bytes[scored.cpu()].sum())
     model.train(was_training)
@@ -328,7 +328,9 @@ def lr_now(self: Trainer) -> float:
     if plan["from_step"]: return self._replanned_lr(plan)
     if c.max_time is None: return lr_at(c, self.step)
     by_steps = (self.step - c.warmup) / max(c.step_budget - c.warmup, 1) if c.step_budget else 0.0
-    return lr_at(c, self.step, max(by_steps, self.elapsed / c.max_time))
+    by_time = self.elapsed / c.max_time
+    timed_warmup = c.warmup_steps is None and c.step_budget is None  # default warmup of a time budget: also ends at 10% of the time
+    return lr_at(c, max(self.step, int(c.warmup * by_time / 0.1)) if timed_warmup else self.step, max(by_steps, by_time))
 
 @patch
 def train_step(self: Trainer, batches) -> dict | None:
@@ -450,8 +452,7 @@ def _record(line: str) -> dict | None:
 def truncate_metrics(path: Path, step: int):
     "Keep only the records of `path` (a `metrics.jsonl`) up to optimizer step `step`, rewriting it atomically."
     keep = [line for line in Path(path).read_text().splitlines() if (r := _record(line)) is not None and r.get("step", 0) <= step]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in keep)); os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in keep)))
 
 # %% ../nbs/05_training.ipynb
 class ProgressBar(Callback):
@@ -492,9 +493,12 @@ class EarlyStopping(Callback):
 # %% ../nbs/05_training.ipynb
 def _clone_state(state: dict) -> dict:
     "A detached copy of a state dict in which tied entries stay one tensor."
-    copies = {}
-    return {k: copies[key] if (key := (v.data_ptr(), tuple(v.shape))) in copies else copies.setdefault(key, v.detach().clone())
-            for k, v in state.items()}
+    copies, out = {}, {}
+    for k, v in state.items():
+        key = (v.data_ptr(), tuple(v.shape))
+        if key not in copies: copies[key] = v.detach().clone()
+        out[k] = copies[key]
+    return out
 
 def _aliases(state: dict) -> dict:
     "`{name: first_name}` for each entry of a state dict that is the same tensor as an earlier one (tied weights)."
@@ -600,7 +604,7 @@ def _exchange(a: Path, b: Path):
         raise OSError(ctypes.get_errno(), f"cannot swap {a} and {b}: {os.strerror(ctypes.get_errno())}")
 
 def _point_latest(root: Path, name: str):
-    "Make `root/latest` name `name`, atomically."
+    "Make `root/latest` name `name`, atomically and durably (`fsync`: the commit point must survive a power cut too)."
     tmp = root / f".latest.tmp-{os.getpid()}"
     try:
         with open(tmp, "w") as f: f.write(name); f.flush(); os.fsync(f.fileno())

@@ -260,6 +260,9 @@ def test_time_budget_has_no_step_cap_and_a_clean_progress_bar():
     assert r["stop_kind"] == StopKind.MAX_TIME and bar.total == 2 and isinstance(bar.n, int) and 0 <= bar.n <= bar.total
     lrs = [h["lr"] for h in t.history]
     assert lrs[-1] < 0.5 * max(lrs)  # the schedule is planned over the time budget
+    slow = Trainer(tiny(), cfg(max_steps=None, max_time=10.0, warmup_steps=None, lr=1.0), ds(40))
+    slow.step, slow.elapsed = 5, 2.0  # a slow model: 5 steps in 20% of the time
+    assert slow.lr_now() == pytest.approx(0.8)  # the default warmup ended at 10% of the time; linear decay at 20%
 
 
 def test_pick_threads_changes_nothing_but_the_thread_count():
