@@ -18,8 +18,8 @@ from . import __version__
 from .corpora import CORPORA
 from .generation import SamplingConfig
 from .model import PRESETS, GPTConfig
-from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, demo, evaluate_run, generate_run, load_run,
-                         train_run)
+from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, compare_runs, demo, evaluate_run, generate_run,
+                         load_run, sweep, sweep_fields, train_run)
 from .training import PRECISIONS, SCHEDULES, TrainingConfig
 
 # %% auto 0
@@ -27,12 +27,13 @@ __all__ = ['add_config_args', 'config_from_args', 'sampling_from_args', 'build_p
 
 # %% ../nbs/08_cli.ipynb
 def _converter(tp):
-    "Parse a flag's string as `tp` (`int`, `float`, `str`, or one of them `| None`, where 'none' means None)."
+    "Parse a flag's string as `tp` (`int`, `float`, `str`, `bool` as true/false, or one of them `| None`: 'none' means None)."
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     base = args[0] if args else tp
     def convert(s: str):
         if args and len(typing.get_args(tp)) > len(args) and s.lower() == "none": return None
-        return base(s)
+        if base is bool and s.lower() not in ("true", "false"): raise ValueError(f"not a bool: {s!r}")
+        return s.lower() == "true" if base is bool else base(s)
     convert.__name__ = getattr(base, "__name__", str(base))  # argparse names the type in its errors
     return convert
 
@@ -68,21 +69,25 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     return SamplingConfig()
 
 # %% ../nbs/08_cli.ipynb
-def _add_train(sub):
-    p = sub.add_parser("train", help="train a tokenizer and a model; write a run folder",
-                       description="Train a byte-level BPE tokenizer and a GPT on a corpus. Ctrl-C stops after the current "
-                                   "step with a checkpoint; --resume continues it.")
-    p.add_argument("--out", required=True, help="run folder to write (must be empty unless --resume or --overwrite)")
+def _add_train_flags(p):
+    "The flags of a training: data, tokenizer, preset, and every `GPTConfig` and `TrainingConfig` field."
     p.add_argument("--dataset", default="python_docs", choices=sorted(CORPORA), help="corpus (default: %(default)s)")
     p.add_argument("--data-path", help="file, folder or glob for text_files; local copy for wikitext-*")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the text_files data (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=2048, help="tokenizer vocabulary size (default: %(default)s)")
+    add_config_args(p, GPTConfig, skip=("vocab_size",), suppress_defaults=True).title = "model options (default: the preset's)"
+    add_config_args(p, TrainingConfig, skip=("out_dir",), choices=dict(schedule=SCHEDULES, precision=PRECISIONS))
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a tokenizer and a model; write a run folder",
+                       description="Train a byte-level BPE tokenizer and a GPT on a corpus. Ctrl-C stops after the current "
+                                   "step with a checkpoint; --resume continues it.")
+    p.add_argument("--out", required=True, help="run folder to write (must be empty unless --resume or --overwrite)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    add_config_args(p, GPTConfig, skip=("vocab_size",), suppress_defaults=True).title = "model options (default: the preset's)"
-    add_config_args(p, TrainingConfig, skip=("out_dir",), choices=dict(schedule=SCHEDULES, precision=PRECISIONS))
+    _add_train_flags(p)
 
 def _add_generate(sub):
     p = sub.add_parser("generate", help="complete prompts with a trained run", description="Complete prompts with a trained run.")
@@ -119,6 +124,21 @@ def _add_demo(sub):
     p.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
 
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="compare runs side by side", description="A table of runs (the settings in which they "
+                       "differ, steps, tokens, time, validation bits per byte) and a figure of their validation curves.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `mie_lm train`")
+    p.add_argument("--plot", default="compare.png", help="image file for the validation curves (default: %(default)s)")
+
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="train one run per point of a grid, then compare them",
+                       description="Train one run per combination of the --param values, one after the other (finished runs "
+                                   "are skipped, stopped ones resumed), then compare them. Other flags apply to every run.")
+    p.add_argument("--out", required=True, help="folder for the runs and compare.png")
+    p.add_argument("--param", action="append", required=True, metavar="NAME=V1,V2",
+                   help="a field of the data, model or training settings and its values, e.g. lr=1e-3,3e-3 (repeat for a grid)")
+    _add_train_flags(p)
+
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose errors are one line (argparse's default also prints the whole usage)."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -127,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     "The `mie_lm` argument parser with its subcommands."
     parser = _Parser(prog="mie_lm", description="Small GPT-style language models: train, generate, evaluate, demo.")
     parser.add_argument("--version", action="version", version=f"mie_lm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,evaluate,demo}")
-    for add in (_add_train, _add_generate, _add_evaluate, _add_demo): add(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,evaluate,compare,sweep,demo}")
+    for add in (_add_train, _add_generate, _add_evaluate, _add_compare, _add_sweep, _add_demo): add(sub)
     return parser
 
 # %% ../nbs/08_cli.ipynb
@@ -149,6 +169,10 @@ def _train_report(res: dict) -> dict:
     return dict(out=res["out"], steps=res["steps"], tokens=res["tokens"], seconds=res["elapsed"], stopped=res["stop_reason"],
                 valid_loss=last.get("valid_loss"), valid_bits_per_byte=last.get("valid_bpb"),
                 best_valid_loss=res.get("best_valid_loss"), best_step=res.get("best_step") or None)
+
+def _table(df) -> str:
+    "A comparison table as text, numbers formatted like `_fmt`."
+    return df.to_string(float_format=lambda v: f"{v:.4g}")
 
 _CLI_WORDS = {"resume=True": "--resume", "overwrite=True": "--overwrite", "long_prompt='truncate'": "--long-prompt truncate",
               "encoding='latin-1'": "--encoding latin-1", "lower max_new_tokens": "lower --max-new-tokens"}  # Python -> flag
@@ -181,15 +205,33 @@ def _generate(args):
     for p, o in zip(prompts, outs): print(f"--- {p!r}\n{p}{o}")
 
 # %% ../nbs/08_cli.ipynb
+def _train_kwargs(args) -> dict:
+    "The `train_run` keyword arguments that the training flags in `args` give."
+    model = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(args, f.name)}
+    return dict(dataset=args.dataset, preset=args.preset, vocab_size=args.vocab_size, data_path=args.data_path, model=model,
+                training=config_from_args(TrainingConfig, args, out_dir=None), encoding=args.encoding)
+
 def _train(args) -> dict:
     "Run `mie_lm train`; the full result."
-    model = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(args, f.name)}
-    return train_run(args.out, args.dataset, args.preset, args.vocab_size, args.data_path, args.resume, model,
-                     config_from_args(TrainingConfig, args, out_dir=None), overwrite=args.overwrite, encoding=args.encoding)
+    return train_run(args.out, resume=args.resume, overwrite=args.overwrite, **_train_kwargs(args))
+
+def _parse_param(text: str) -> tuple[str, list]:
+    "`'lr=1e-3,3e-3'` -> `('lr', [0.001, 0.003])`, each value parsed with the field's type."
+    name, sep, values = text.partition("=")
+    name, fields = name.strip().replace("-", "_"), sweep_fields()
+    if not sep or not values.strip(): raise ValueError(f"--param {text!r}: write NAME=V1,V2 (e.g. lr=1e-3,3e-3)")
+    if name not in fields: raise ValueError(f"unknown sweep parameter {name!r}; choose from {', '.join(fields)}")
+    convert = _converter(fields[name])
+    try: return name, [convert(v.strip()) for v in values.split(",")]
+    except ValueError: raise ValueError(f"--param {text!r}: values of {name} must be {convert.__name__}") from None
 
 def _run(args) -> dict | None:
     "Run the subcommand in `args`; return its report (None when it printed its own output)."
     if args.command == "generate": return _generate(args)
+    if args.command == "compare": print(_table(compare_runs(args.runs, plot=args.plot))); print(f"curves: {args.plot}"); return None
+    if args.command == "sweep":
+        grid = dict(_parse_param(p) for p in args.param)
+        print(_table(sweep(args.out, grid, **_train_kwargs(args)))); print(f"curves: {Path(args.out) / 'compare.png'}"); return None
     if args.command == "evaluate":
         return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device, args.encoding)
     res = demo(args.out, args.minutes, args.preset)

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,12 +26,14 @@ from .evaluation import evaluate_dataset, token_table, save_token_html
 from .generation import SamplingConfig, generate_text, stream_generate
 from .model import CONFIG_NAME, GPT, PRESETS, GPTConfig, resolve_device
 from .tokenizer import BPETokenizer
-from .training import LOCK_FILE, Callback, RunFolderInUse, Trainer, TrainingConfig, run_lock, token_byte_lengths
+from .training import (LOCK_FILE, METRICS_FILE, Callback, RunFolderInUse, Trainer, TrainingConfig, run_lock,
+                             token_byte_lengths)
 
 # %% auto 0
 __all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'DEFAULT_SAMPLING', 'EVAL_FILES', 'STRATEGIES',
            'DEMO_PROMPTS', 'writable_dir', 'file_sha256', 'config_sha256', 'check_device', 'load_run',
-           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'demo', 'readable', 'samples_html']
+           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'compare_runs', 'plot_runs', 'sweep_fields',
+           'sweep_points', 'sweep', 'demo', 'readable', 'samples_html']
 
 # %% ../nbs/07a_runs.ipynb
 RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
@@ -356,6 +359,145 @@ def _evaluation_files(out: Path, model, tok, table, texts) -> list[str]:
         save_token_html(token_table(model, tok, sample), tmp / EVAL_FILES[2])
         for f in EVAL_FILES: os.replace(tmp / f, out / f)
     return [str(out / f) for f in EVAL_FILES]
+
+# %% ../nbs/07a_runs.ipynb
+def _run_records(path) -> tuple[dict, list[dict]]:
+    "The `run.json` and the metric records of run folder `path`, or a one-line error naming what is missing."
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"no run folder at {str(path)!r}")
+    record, f = _read_object(path / RUN_FILE), path / METRICS_FILE
+    if not f.is_file(): raise FileNotFoundError(f"no {METRICS_FILE} in {str(path)!r}: the run has not logged anything yet")
+    try: metrics = [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip()]
+    except json.JSONDecodeError as e: raise ValueError(f"{f} holds a line that is not JSON ({e})") from None
+    return record, [m for m in metrics if isinstance(m, dict)]
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    "`d` with nested dicts flattened to dotted keys (`{'model': {'n_layer': 2}}` -> `{'model.n_layer': 2}`)."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}."))
+        else: out[f"{prefix}{k}"] = v
+    return out
+
+# %% ../nbs/07a_runs.ipynb
+def _differences(records: list[dict]) -> list[dict]:
+    "For each run record, the settings (data, model, training) whose values are not the same in all records."
+    flats = [_flat({k: r.get(k) for k in (*RUN_FIELDS, "model", "training")}) for r in records]
+    keys = [k for k in dict.fromkeys(k for f in flats for k in f) if k != "training.out_dir"]
+    differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    return [{k: f.get(k) for k in differ} for f in flats]
+
+def _progress_of(record: dict, metrics: list[dict]) -> dict:
+    "Steps, tokens, seconds and best/last validation bits per byte of one run."
+    res, train = record.get("result") or {}, [m for m in metrics if "loss" in m]
+    bpb = [m["valid_bpb"] for m in metrics if m.get("valid_bpb") is not None]
+    last = train[-1] if train else {}
+    return dict(steps=res.get("steps", last.get("step", 0)), tokens=res.get("tokens", last.get("tokens", 0)),
+                seconds=res.get("elapsed", last.get("time", 0.0)), best_valid_bpb=min(bpb) if bpb else None,
+                last_valid_bpb=bpb[-1] if bpb else None)
+
+# %% ../nbs/07a_runs.ipynb
+def compare_runs(paths, # run folders of `mie_lm train`
+                 plot=None, # also save the validation curves to this image file
+                ) -> "pandas.DataFrame":
+    "One row per run: the settings in which the runs differ, steps, tokens, seconds, best and last validation bits per byte."
+    import pandas as pd
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths: raise ValueError("no runs to compare: give at least one run folder")
+    loaded = [_run_records(p) for p in paths]
+    if len({(r.get("fingerprints") or {}).get(TOKENIZER_FILE) for r, _ in loaded}) > 1:
+        warnings.warn("the runs use different tokenizers: compare them by bits per byte (shown here), not by loss per token")
+    names = _run_names(paths)
+    rows = [dict(run=n, **d, **_progress_of(r, m)) for n, d, (r, m) in zip(names, _differences([r for r, _ in loaded]), loaded)]
+    if plot is not None: _save_figure(plot_runs(dict(zip(names, loaded))), plot)
+    return pd.DataFrame(rows).set_index("run")
+
+def _run_names(paths: list[Path]) -> list[str]:
+    "Short labels for `paths`: the folder names, or the whole paths when two folders share a name."
+    names = [p.name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+# %% ../nbs/07a_runs.ipynb
+def plot_runs(runs: dict, # name -> (`run.json` record, metric records), as `compare_runs` reads them
+              axes=None):
+    "Validation bits per byte of each run against tokens seen (left) and against training seconds (right); the figure."
+    import matplotlib.pyplot as plt
+    if axes is None: _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, (record, metrics) in runs.items():
+        p, valid = _progress_of(record, metrics), [m for m in metrics if m.get("valid_bpb") is not None]
+        per_step = p["tokens"] / p["steps"] if p["steps"] else 0
+        axes[0].plot([m["step"] * per_step for m in valid], [m["valid_bpb"] for m in valid], "o-", ms=3, label=name)
+        axes[1].plot([m.get("time", 0) for m in valid], [m["valid_bpb"] for m in valid], "o-", ms=3, label=name)
+    axes[0].set(xlabel="tokens seen", ylabel="validation bits per byte"); axes[1].set(xlabel="training seconds")
+    axes[0].legend(fontsize=8)
+    return axes[0].figure
+
+def _save_figure(fig, path):
+    "Save `fig` to `path` (PNG, SVG or PDF by the suffix) and close it."
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=100, bbox_inches="tight"); plt.close(fig)
+
+# %% ../nbs/07a_runs.ipynb
+def sweep_fields() -> dict:
+    "Name -> type of everything a sweep may vary: the data and preset, the `GPTConfig` and the `TrainingConfig` fields."
+    import typing
+    fields = dict(dataset=str, preset=str, vocab_size=int, data_path=str)
+    for cls in (GPTConfig, TrainingConfig):
+        fields.update({k: v for k, v in typing.get_type_hints(cls).items() if k not in ("out_dir", "vocab_size")})
+    return fields
+
+def _point_name(point: dict) -> str:
+    "A folder name for a grid point: `name-value` pairs joined by `_`, unsafe characters replaced."
+    import re
+    return "_".join(re.sub(r"[^A-Za-z0-9.+-]", "_", f"{k}-{v}") for k, v in point.items())
+
+# %% ../nbs/07a_runs.ipynb
+def sweep_points(grid: dict, # field name -> list of values
+                 base: dict, # `train_run` keyword arguments shared by every run (`model`, `training`, ...)
+                ) -> list[tuple[str, dict]]:
+    "The runs of `grid` as `(folder name, train_run kwargs)`, every config built (and so checked) before any runs."
+    import itertools
+    known = sweep_fields()
+    if not grid: raise ValueError("empty grid: give at least one parameter with at least one value")
+    for k, vs in grid.items():
+        if k not in known: raise ValueError(f"unknown sweep parameter {k!r}; choose from {', '.join(known)}")
+        if not isinstance(vs, (list, tuple)) or not vs: raise ValueError(f"sweep parameter {k!r} has no values")
+    points = [dict(zip(grid, vs)) for vs in itertools.product(*grid.values())]
+    return [(_point_name(p), _point_kwargs(p, base)) for p in points]
+
+def _point_kwargs(point: dict, base: dict) -> dict:
+    "`base` with the values of one grid point put where they belong, checked by building the configs."
+    model_fields, kw = {f.name for f in dataclasses.fields(GPTConfig)}, dict(base)
+    kw["model"] = {**(base.get("model") or {}), **{k: v for k, v in point.items() if k in model_fields}}
+    kw["training"] = dataclasses.replace(base.get("training") or TrainingConfig(),
+                                         **{k: v for k, v in point.items() if k in {f.name for f in dataclasses.fields(TrainingConfig)}})
+    kw.update({k: v for k, v in point.items() if k in RUN_FIELDS})
+    preset, dataset = kw.get("preset", "tiny"), kw.get("dataset", "python_docs")
+    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if dataset not in CORPORA: raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(CORPORA))}")
+    GPTConfig.from_preset(preset, **kw["model"])
+    return kw
+
+# %% ../nbs/07a_runs.ipynb
+def _sweep_state(folder: Path) -> str:
+    "'done' (finished, not interrupted), 'resume' (has a checkpoint) or 'new' (nothing usable yet) for one sweep run."
+    if (folder / RUN_FILE).is_file():
+        result = _read_object(folder / RUN_FILE).get("result")
+        if isinstance(result, dict) and result.get("stop_reason") != INTERRUPTED: return "done"
+    return "resume" if (folder / "checkpoints" / "latest").is_file() else "new"
+
+def sweep(out, # folder for the runs (one sub-folder per grid point) and `compare.png`
+          grid: dict, # field name -> list of values, e.g. `{"lr": [1e-3, 3e-3]}`
+          **base) -> "pandas.DataFrame": # `train_run` keyword arguments shared by all runs
+    "Train one run per grid point (skipping finished ones, resuming stopped ones), then `compare_runs` them."
+    points, out = sweep_points(grid, base), Path(out)
+    check_device((base.get("training") or TrainingConfig()).device)
+    for name, kw in points:
+        state = _sweep_state(out / name)
+        if state == "done": continue
+        res = train_run(out / name, resume=state == "resume", overwrite=state == "new" and (out / name).exists(), **kw)
+        if res["interrupted"]: raise KeyboardInterrupt(f"sweep stopped by Ctrl-C in {name}; run it again to continue")
+    return compare_runs([out / name for name, _ in points], plot=out / "compare.png")
 
 # %% ../nbs/07a_runs.ipynb
 STRATEGIES = {  # name -> SamplingConfig shown side by side in the demo

@@ -362,3 +362,23 @@ def test_second_writer_gets_run_folder_in_use(tmp_path):
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
     assert first.returncode == 130
+
+
+# --- compare and sweep ------------------------------------------------------------------------------------------------
+
+def test_compare_and_sweep_bad_input(run, tmp_path, capsys):
+    fails(["compare", tmp_path / "nothing"], capsys, "no run folder")
+    fails(["compare", run / "model"], capsys, "no run.json")
+    empty = tmp_path / "empty-run"; shutil.copytree(run, empty); (empty / "metrics.jsonl").unlink()
+    fails(["compare", run, empty], capsys, "no metrics.jsonl")
+    for param, msg in [("lrr=1", "unknown sweep parameter 'lrr'"), ("lr=", "write NAME=V1,V2"), ("lr=fast", "must be float"),
+                       ("n_head=2,3", "n_head"), ("preset=tiny,huge", "unknown preset 'huge'"), ("restore_best=maybe", "must be bool")]:
+        fails(["sweep", "--out", tmp_path / "grid", "--param", param, *SMALL, "--max-steps", "2"], capsys, msg)
+    assert not (tmp_path / "grid").exists()  # a bad grid writes nothing
+
+
+def test_compare_writes_nothing_into_runs(run, tmp_path, capsys):
+    before = snapshot(run)
+    code, out, err = cli(["compare", run, "--plot", tmp_path / "c.png"], capsys)
+    assert code == 0 and "last_valid_bpb" in out, err
+    assert snapshot(run) == before and (tmp_path / "c.png").is_file()

@@ -123,3 +123,41 @@ def test_one_sampling_config_reaches_generate(run, monkeypatch):
     generate_run(run, ["The"], 4)
     from mie_lm.runs import DEFAULT_SAMPLING
     assert seen[0] is cfg and seen[1] is DEFAULT_SAMPLING
+
+
+def test_compare_runs_bad_input(run, tmp_path):
+    from mie_lm.runs import compare_runs
+    with pytest.raises(FileNotFoundError, match="no run folder"): compare_runs([tmp_path / "missing"])
+    import shutil
+    copy = tmp_path / "copy"; shutil.copytree(run, copy); (copy / "metrics.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"): compare_runs([run, copy])
+    with pytest.raises(ValueError, match="no runs to compare"): compare_runs([])
+
+
+def test_compare_warns_when_tokenizers_differ(run, tmp_path):
+    from mie_lm.runs import compare_runs
+    other = tmp_path / "other"
+    train_run(other, vocab_size=320, model=SHAPE, training=QUICK)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.warns(UserWarning, match="different tokenizers"): table = compare_runs([run, other], plot=tmp_path / "c.png")
+    assert table["vocab_size"].tolist() == [300, 320] and "best_valid_bpb" in table
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing written into the runs
+
+
+def test_bad_grid_fails_before_anything_runs(tmp_path):
+    from mie_lm.runs import sweep
+    for grid, msg in [({"n_head": [2, 3]}, "n_head"), ({"preset": ["tiny", "huge"]}, "unknown preset 'huge'"),
+                      ({"dataset": ["nope"]}, "unknown dataset"), ({"lr": []}, "has no values"), ({"out_dir": ["x"]}, "unknown sweep")]:
+        with pytest.raises(ValueError, match=msg): sweep(tmp_path / "s", grid, training=QUICK)
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_state(run, tmp_path):
+    from mie_lm.runs import INTERRUPTED, _sweep_state
+    import shutil
+    assert _sweep_state(run) == "done" and _sweep_state(tmp_path / "none") == "new"
+    copy = tmp_path / "copy"; shutil.copytree(run, copy)
+    rec = json.loads((copy / "run.json").read_text()); rec["result"]["stop_reason"] = INTERRUPTED
+    (copy / "run.json").write_text(json.dumps(rec))
+    assert _sweep_state(copy) == "resume"
