@@ -28,7 +28,8 @@ __all__ = ['GLTR_BUCKETS', 'GLTR_COLORS', 'token_nll', 'sequence_perplexity', 'p
            'PerplexityReport', 'evaluate_text', 'evaluate_file', 'perplexity_vs_stride', 'plot_stride_curve',
            'evaluate_dataset', 'plot_perplexity_hist', 'plot_perplexity_comparison', 'token_table',
            'predictable_tokens', 'rank_bucket', 'gltr_buckets', 'probability_html', 'save_token_html',
-           'next_token_topk', 'plot_topk', 'attention_maps', 'plot_head', 'plot_all_heads', 'attention_explorer']
+           'next_token_topk', 'plot_topk', 'attention_maps', 'plot_head', 'plot_all_heads', 'figure_html',
+           'attention_explorer']
 
 # %% ../nbs/06_evaluation.ipynb
 def token_nll(logits: torch.Tensor, # (B, T, V)
@@ -117,7 +118,9 @@ def score_sequences(model: GPT, # the model to score with
 @dataclass
 class PerplexityReport(LMScore):
     "Perplexity of a text or dataset with the counts behind it, at token, byte and word level."
-    # from `LMScore`: nll (nats, summed over scored tokens), n_tokens (each scored once; `<|bos|>` is context), n_bytes (UTF-8)
+    nll: float  # total surprisal of the scored tokens, in nats
+    n_tokens: int  # tokens scored (each exactly once; `<|bos|>` is context, never scored)
+    n_bytes: int | None = None  # UTF-8 bytes of the text(s)
     n_words: int = 0  # words, lm-eval's count `len(re.split(r"\s+", text))` per text
     window: int = 0  # input tokens per forward pass (at most the model's `block_size`)
     stride: int = 0  # tokens the window moves per pass; `window - stride` tokens of overlap
@@ -420,11 +423,14 @@ def plot_all_heads(attention: list[torch.Tensor], # per-layer weights from `atte
     return fig
 
 # %% ../nbs/06_evaluation.ipynb
-def _figure_html(fig) -> str:
+def figure_html(fig, # a matplotlib figure (closed after rendering)
+               ) -> str:
     "A matplotlib figure as an inline base64 PNG `<img>` (the widget state then carries the picture)."
     import matplotlib.pyplot as plt  # imported lazily: the library does not need matplotlib to run
     buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=80); plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+_figure_html = figure_html  # its earlier private name, still imported by `mie_lm.interpret`
 
 def attention_explorer(model: GPT, # the model to look into
                        tok: BPETokenizer, # its tokenizer
@@ -441,7 +447,7 @@ def attention_explorer(model: GPT, # the model to look into
         try: att, tokens = attention_maps(model, tok, box.value)
         except ValueError as e: out.value = f"<p>{html.escape(str(e))}</p>"; return
         fig, ax = plt.subplots(figsize=(4.5, 4)); plot_head(att, tokens, layer.value, head.value, ax)
-        out.value = _figure_html(fig)
+        out.value = figure_html(fig)
     for w in (box, layer, head): w.observe(render, names="value")
     render()
     return W.VBox([box, W.HBox([layer, head]), out])
