@@ -170,7 +170,9 @@ def next_token_ranks(lens: torch.Tensor, # (L + 1, B, T, V) from `logit_lens`
     return (logits > true).sum(-1), logits.softmax(-1).gather(-1, nxt)[..., 0]
 
 # %% ../nbs/06a_interpretability.ipynb
-def lens_labels(n_layer: int) -> list[str]: return ["embeddings"] + [f"after block {l}" for l in range(n_layer)]
+def lens_labels(n_layer: int) -> list[str]:
+    "Names of the `n_layer + 1` residual streams a `logit_lens` reads: `embeddings`, `after block 0`, ..."
+    return ["embeddings"] + [f"after block {l}" for l in range(n_layer)]
 
 def plot_logit_lens(lens: torch.Tensor, input_ids: torch.Tensor, row: int = 0, tokens: list[str] | None = None, ax=None):
     "Heatmap of the true next token's probability per lens layer (rows) and position of sequence `row`, cells labelled with its rank."
