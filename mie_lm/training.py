@@ -325,7 +325,7 @@ def _train_batches(self: Trainer):
 def lr_now(self: Trainer) -> float:
     "The learning rate of the next step: by steps, or by the fraction of `max_time` spent (the larger, with both budgets)."
     c, plan = self.config, self.budgets[-1]
-    if plan["from_step"]: return self._replanned_lr(plan)
+    if plan["from_step"]: return _replanned_lr(self, plan)
     if c.max_time is None: return lr_at(c, self.step)
     by_steps = (self.step - c.warmup) / max(c.step_budget - c.warmup, 1) if c.step_budget else 0.0
     by_time = self.elapsed / c.max_time
@@ -696,13 +696,12 @@ def _plan_budget(trainer: Trainer):
     now, last = dict(max_steps=trainer.config.max_steps, max_time=trainer.config.max_time), trainer.budgets[-1]
     if now != {k: last[k] for k in now}: trainer.budgets = [*trainer.budgets, dict(from_step=trainer.step, from_time=trainer.elapsed, **now)]
 
-@patch
-def _replanned_lr(self: Trainer, plan: dict) -> float:
+def _replanned_lr(trainer: Trainer, plan: dict) -> float:
     "The learning rate under an extended budget: from `lr` at the plan's first step to `min_lr` at the budget's end, no warmup."
-    c, s0, t0 = self.config, plan["from_step"], plan["from_time"]
-    by_steps = (self.step - s0) / max(c.step_budget - s0, 1) if c.step_budget else 0.0
-    by_time = (self.elapsed - t0) / max(c.max_time - t0, 1e-9) if c.max_time else 0.0
-    return lr_at(replace(c, warmup_steps=0), self.step, max(by_steps, by_time))
+    c, s0, t0 = trainer.config, plan["from_step"], plan["from_time"]
+    by_steps = (trainer.step - s0) / max(c.step_budget - s0, 1) if c.step_budget else 0.0
+    by_time = (trainer.elapsed - t0) / max(c.max_time - t0, 1e-9) if c.max_time else 0.0
+    return lr_at(replace(c, warmup_steps=0), trainer.step, max(by_steps, by_time))
 
 # %% ../nbs/05_training.ipynb
 @patch

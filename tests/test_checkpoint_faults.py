@@ -259,3 +259,19 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     (folder / STATE_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="cannot resume from"):
         trainer(tmp_path).resume()
+
+
+def test_a_really_full_disk(tmp_path):
+    "On a 2 MB tmpfs (needs root; skipped otherwise) the second checkpoint does not fit beside the first."
+    disk = tmp_path / "disk"; disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        t = trainer(disk / "run", max_steps=6)
+        with pytest.raises(OSError) as e: t.fit()
+        msg = str(e.value)
+        assert "\n" not in msg and "could not save checkpoint" in msg and str(disk / "run" / CHECKPOINTS) in msg, msg
+        assert temps(disk / "run") == [] and latest(disk / "run") == "step-000002"
+        assert (disk / "run" / CHECKPOINTS / "step-000002" / STATE_FILE).is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
