@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Generation benchmark for `mie_lm.generation` (issue 5): `generate` against Hugging Face `generate()`. Not a test.
+"""Generation benchmark for `mie_lm.generation`: `generate` against Hugging Face `generate()`. Not a test.
 
 Usage: python bench/generation_bench.py [--repeats 3] [--threads 1] [--no-write]
 Same weights on both sides (`GPT.to_hf_gpt2`), fp32, CPU, greedy, a 16-token prompt, EOS off so every run
 produces the same number of tokens; the two sides alternate within each repeat and we report the median.
 1. Batch 1, 256 new tokens: a 4-layer 128-wide model (vocab 4096), the `small` preset, and the 124M shape
    (12 layers, 768 wide, vocab 8192; 128 new tokens and 2 repeats there, to keep the run short). For
-   the small models also a plain loop calling `GPT.forward` with the KV cache (no static decode step).
+   the small models also a bare loop calling `GPT.forward` with the KV cache and an int `cache_pos` (no sampling,
+   no stop checks: what is left of `generate` is the same forward path plus the loop's bookkeeping).
    At the 124M shape: the fraction of the memory-bandwidth floor, i.e. (weight bytes read per token /
    read bandwidth measured in this run) / measured seconds per token.
 2. Batch 8: tokens/s (8 rows) and the ratio to batch 1.
@@ -105,7 +106,7 @@ def main():
     weight_bytes = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if "wpe" not in n)  # one wpe row only
     floor_s = weight_bytes / bw
     lines += ["**Batch 1, greedy** (fp32, 16-token prompt; median of interleaved repeats; identical tokens checked on 16 tokens):", "",
-              "| model | new tokens | mie_lm tokens/s | HF tokens/s | **ratio** | `GPT.forward` loop tokens/s | same tokens as HF |",
+              "| model | new tokens | mie_lm tokens/s | HF tokens/s | **ratio** | bare `GPT.forward` loop tokens/s | same tokens as HF |",
               "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         loop = f"{r['tps']['loop']:,.0f}" if "loop" in r["tps"] else "-"
@@ -128,7 +129,7 @@ def main():
         off = timed(ours(m, x, 512, use_cache=False)) if name != big else no_cache_estimate(m, 512)
         lines.append(f"| {name}{' (cache off estimated)' if name == big else ''} | {512 / on:,.1f} | {512 / off:,.1f} | **{off / on:.1f}x** |")
     lines += ["", f"Total bench time {time.time() - t_start:.0f} s."]
-    head = [f"## Generation (issue 5): `bench/generation_bench.py`, {time.strftime('%Y-%m-%d')}", "", info, ""]
+    head = [f"## Generation: `bench/generation_bench.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", info, ""]
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.no_write:

@@ -27,11 +27,11 @@ __all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'LN_EPS', 'INIT_STD', 'ROPE_B
            'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
-def is_int(x) -> bool:
+def is_int(x) -> bool: # any value
     "Whether `x` is a Python `int` and not a `bool`."
     return isinstance(x, int) and not isinstance(x, bool)
 
-def is_number(x) -> bool:
+def is_number(x) -> bool: # any value
     "Whether `x` is an `int` or a `float` and not a `bool`."
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -94,7 +94,7 @@ def from_preset(cls: GPTConfig, name: str, # exact name of a preset in `PRESETS`
     return cls(**{**PRESETS[name], **overrides})
 
 # %% ../nbs/03_model.ipynb
-def swiglu_hidden(n_embd: int) -> int:
+def swiglu_hidden(n_embd: int) -> int: # width C of the residual stream
     "Hidden width of the SwiGLU MLP: $\\frac{8}{3}C$ rounded up to a multiple of 8, so it holds about as many weights as GELU's $4C$."
     return -(-8 * n_embd // 3 // 8) * 8
 
@@ -207,7 +207,7 @@ class MLP(nn.Module):
 # %% ../nbs/03_model.ipynb
 LN_EPS = 1e-5  # LayerNorm (and RMSNorm) epsilon, GPT-2's
 
-def make_norm(config: GPTConfig) -> nn.Module:
+def make_norm(config: GPTConfig) -> nn.Module: # its `norm`, `n_embd` and `bias` decide
     "The normalisation layer `config.norm` names over `n_embd` channels: `nn.LayerNorm` (GPT-2) or `nn.RMSNorm`."
     if config.norm == "rmsnorm": return nn.RMSNorm(config.n_embd, eps=LN_EPS)
     return nn.LayerNorm(config.n_embd, eps=LN_EPS, bias=config.bias)
@@ -413,7 +413,7 @@ def setup_cache(self: GPT, batch_size: int, # sequences generated together
 # %% ../nbs/03_model.ipynb
 ROPE_BASE = 10_000  # RoPE's base b: frequencies b^(-2i/d), as in the paper and LLaMA
 
-def rope_frequencies(head_dim: int) -> torch.Tensor:
+def rope_frequencies(head_dim: int) -> torch.Tensor: # channels per head, even
     "The `head_dim / 2` rotation frequencies $\\theta_i = b^{-2i/d}$, fastest first."
     return ROPE_BASE ** -(torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
 
