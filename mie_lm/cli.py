@@ -17,9 +17,9 @@ from fastcore.docments import docments
 from . import __version__
 from .corpora import CORPORA
 from .generation import SamplingConfig
-from .model import PRESETS, GPTConfig
-from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, compare_runs, demo, evaluate_run, generate_run,
-                         load_run, sweep, sweep_fields, train_run)
+from .model import MLPS, NORMS, POS_EMBS, PRESETS, GPTConfig
+from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, compare_runs, demo, evaluate_run, export_run,
+                         generate_run, load_run, sweep, sweep_fields, train_run)
 from .training import PRECISIONS, SCHEDULES, TrainingConfig
 
 # %% auto 0
@@ -76,7 +76,8 @@ def _add_train_flags(p):
     p.add_argument("--encoding", default="utf-8", help="text encoding of the text_files data (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=2048, help="tokenizer vocabulary size (default: %(default)s)")
-    add_config_args(p, GPTConfig, skip=("vocab_size",), suppress_defaults=True).title = "model options (default: the preset's)"
+    add_config_args(p, GPTConfig, skip=("vocab_size",), suppress_defaults=True, choices=dict(norm=NORMS, pos_emb=POS_EMBS, mlp=MLPS)
+                   ).title = "model options (default: the preset's)"
     add_config_args(p, TrainingConfig, skip=("out_dir",), choices=dict(schedule=SCHEDULES, precision=PRECISIONS))
 
 def _add_train(sub):
@@ -124,6 +125,14 @@ def _add_demo(sub):
     p.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="write a run as a Hugging Face GPT-2 folder",
+                       description="Write a run's model and tokenizer as a folder that transformers' from_pretrained and "
+                                   "pipeline load without custom code.")
+    p.add_argument("--checkpoint", required=True, help="run folder written by `mie_lm train`")
+    p.add_argument("--hf", required=True, help="folder to write (must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --hf")
+
 def _add_compare(sub):
     p = sub.add_parser("compare", help="compare runs side by side", description="A table of runs (the settings in which they "
                        "differ, steps, tokens, time, validation bits per byte) and a figure of their validation curves.")
@@ -147,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     "The `mie_lm` argument parser with its subcommands."
     parser = _Parser(prog="mie_lm", description="Small GPT-style language models: train, generate, evaluate, demo.")
     parser.add_argument("--version", action="version", version=f"mie_lm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,evaluate,compare,sweep,demo}")
-    for add in (_add_train, _add_generate, _add_evaluate, _add_compare, _add_sweep, _add_demo): add(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,evaluate,export,compare,sweep,demo}")
+    for add in (_add_train, _add_generate, _add_evaluate, _add_export, _add_compare, _add_sweep, _add_demo): add(sub)
     return parser
 
 # %% ../nbs/08_cli.ipynb
@@ -228,6 +237,7 @@ def _parse_param(text: str) -> tuple[str, list]:
 def _run(args) -> dict | None:
     "Run the subcommand in `args`; return its report (None when it printed its own output)."
     if args.command == "generate": return _generate(args)
+    if args.command == "export": return dict(hf=str(export_run(args.checkpoint, args.hf, args.overwrite)))
     if args.command == "compare": print(_table(compare_runs(args.runs, plot=args.plot))); print(f"curves: {args.plot}"); return None
     if args.command == "sweep":
         grid = dict(_parse_param(p) for p in args.param)

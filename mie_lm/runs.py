@@ -24,16 +24,17 @@ from .corpora import CORPORA, get_corpus
 from .data import PackedDataset
 from .evaluation import evaluate_dataset, token_table, save_token_html
 from .generation import SamplingConfig, generate_text, stream_generate
-from .model import CONFIG_NAME, GPT, PRESETS, GPTConfig, resolve_device
+from .hub import export_hf, is_hf_folder, load_hf
+from .model import CONFIG_NAME, GPT, PRESETS, GPTConfig, atomic_write, file_sha256, resolve_device
 from .tokenizer import BPETokenizer
 from .training import (LOCK_FILE, METRICS_FILE, Callback, RunFolderInUse, Trainer, TrainingConfig, run_lock,
                              token_byte_lengths)
 
 # %% auto 0
 __all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'DEFAULT_SAMPLING', 'EVAL_FILES', 'STRATEGIES',
-           'DEMO_PROMPTS', 'writable_dir', 'file_sha256', 'config_sha256', 'check_device', 'load_run',
-           'check_run_folder', 'train_run', 'generate_run', 'evaluate_run', 'compare_runs', 'plot_runs', 'sweep_fields',
-           'sweep_points', 'sweep', 'demo', 'readable', 'samples_html']
+           'DEMO_PROMPTS', 'writable_dir', 'config_sha256', 'check_device', 'load_run', 'check_run_folder', 'train_run',
+           'generate_run', 'evaluate_run', 'export_run', 'compare_runs', 'plot_runs', 'sweep_fields', 'sweep_points',
+           'sweep', 'demo', 'readable', 'samples_html']
 
 # %% ../nbs/07a_runs.ipynb
 RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
@@ -48,24 +49,16 @@ def writable_dir(path) -> Path:
     return path
 
 def _write_atomic(path: Path, data: bytes):
-    "Write `data` to `path` through a temporary file and a rename (readers never see a partial file)."
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try: tmp.write_bytes(data); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    "Write `data` to `path` with `atomic_write` (a temporary file, then a rename)."
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 # %% ../nbs/07a_runs.ipynb
-def file_sha256(path) -> str:
-    "Hex SHA-256 of the file at `path`."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 def config_sha256(config: GPTConfig | dict) -> str:
-    "Hex SHA-256 of the `GPTConfig` fields of `config` (a config or the dict of a `config.json`), keys sorted."
+    "Hex SHA-256 of the `GPTConfig` fields of `config` (a config or a `config.json` dict) that differ from their defaults."
     d = dataclasses.asdict(config) if isinstance(config, GPTConfig) else config
-    fields = {f.name: d.get(f.name) for f in dataclasses.fields(GPTConfig)}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
+    changed = {k: d.get(k, v) for k, v in defaults.items() if d.get(k, v) != v}  # a new field at its default changes nothing
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()
 
 def _read_object(path: Path) -> dict:
     "The JSON object stored in `path`, or a one-line `ValueError` naming the file."
@@ -110,11 +103,21 @@ def _load_model(model_dir: Path, config: dict, device: torch.device) -> GPT:
         raise ValueError(f"cannot load the model in {str(model_dir)!r}: {first}") from None
 
 # %% ../nbs/07a_runs.ipynb
-def load_run(path, # a run folder of `mie_lm train`, or a model folder with `tokenizer.json` beside or in it
-             device: str = "auto") -> tuple[GPT, BPETokenizer]:
+def _load_hf(path: Path, device: torch.device) -> tuple[GPT, BPETokenizer]:
+    "`load_hf` of a Hugging Face GPT-2 folder, with loading errors as one `ValueError`."
+    from safetensors import SafetensorError
+    try: return load_hf(path, device)
+    except (KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load the Hugging Face model in {str(path)!r}: {first}") from None
+
+def load_run(path, # a run folder of `mie_lm train`, a model folder with `tokenizer.json`, or a Hugging Face GPT-2 folder
+             device: str = "auto", # where to put the model; see `check_device`
+            ) -> tuple[GPT, BPETokenizer]:
     "The model and tokenizer saved by `mie_lm train` in the run folder `path` (or its `model/` folder), fingerprints checked."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {str(path)!r}: pass the --out folder of `mie_lm train`")
+    if is_hf_folder(path): return _load_hf(path, check_device(device))
     model_dir = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
     tok_file = next((p for p in (path / TOKENIZER_FILE, model_dir.parent / TOKENIZER_FILE) if p.is_file()), None)
     if tok_file is None: raise FileNotFoundError(f"no {TOKENIZER_FILE} in {str(path)!r}: is it a `mie_lm train` output folder?")
@@ -359,6 +362,15 @@ def _evaluation_files(out: Path, model, tok, table, texts) -> list[str]:
         save_token_html(token_table(model, tok, sample), tmp / EVAL_FILES[2])
         for f in EVAL_FILES: os.replace(tmp / f, out / f)
     return [str(out / f) for f in EVAL_FILES]
+
+# %% ../nbs/07a_runs.ipynb
+def export_run(checkpoint, # run folder of `mie_lm train`
+               hf_dir, # folder to create, for `AutoModelForCausalLM.from_pretrained`
+               overwrite: bool = False, # replace an earlier export in `hf_dir`
+              ) -> Path:
+    "Write the model and tokenizer of run `checkpoint` as a Hugging Face GPT-2 folder `hf_dir`; the folder."
+    model, tok = load_run(checkpoint, device="cpu")
+    return export_hf(model, tok, hf_dir, overwrite)
 
 # %% ../nbs/07a_runs.ipynb
 def _run_records(path) -> tuple[dict, list[dict]]:

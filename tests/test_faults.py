@@ -382,3 +382,28 @@ def test_compare_writes_nothing_into_runs(run, tmp_path, capsys):
     code, out, err = cli(["compare", run, "--plot", tmp_path / "c.png"], capsys)
     assert code == 0 and "last_valid_bpb" in out, err
     assert snapshot(run) == before and (tmp_path / "c.png").is_file()
+
+
+# --- export to Hugging Face ---------------------------------------------------------------------------------------------
+
+def test_export_and_load_back(run, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    code, out, err = cli(["export", "--checkpoint", run, "--hf", hf], capsys)
+    assert code == 0 and (hf / "model.safetensors").is_file(), err
+    greedy = ["--no-do-sample", "--max-new-tokens", "8", "--prompt", "The", "--no-stream"]
+    assert cli(["generate", "--checkpoint", hf, *greedy], capsys)[1] == cli(["generate", "--checkpoint", run, *greedy], capsys)[1]
+    before = snapshot(hf)
+    fails(["export", "--checkpoint", run, "--hf", hf], capsys, "--overwrite")
+    assert snapshot(hf) == before
+    assert cli(["export", "--checkpoint", run, "--hf", hf, "--overwrite"], capsys)[0] == 0
+
+
+def test_export_bad_input(run, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    conf = run / "model" / "config.json"
+    conf.write_text(conf.read_text().replace('"n_head": 2', '"n_head": 4'))
+    fails(["export", "--checkpoint", run, "--hf", hf], capsys, "does not match the SHA-256")
+    assert not hf.exists()
+    other = tmp_path / "llama"; other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    fails(["generate", "--checkpoint", other, "--prompt", "x"], capsys, "llama")

@@ -9,7 +9,8 @@ import torch
 
 from mie_lm.generation import SamplingConfig
 from mie_lm.model import GPTConfig
-from mie_lm.runs import (DEMO_PROMPTS, _write_report, check_run_folder, config_sha256, file_sha256, generate_run, load_run,
+from mie_lm.model import file_sha256
+from mie_lm.runs import (DEMO_PROMPTS, _write_report, check_run_folder, config_sha256, generate_run, load_run,
                          readable, samples_html, train_run)
 from mie_lm.training import TrainingConfig
 

@@ -47,10 +47,14 @@ def test_cli_from_the_wheel(installed):
     cli = py.parent / "mie_lm"
     env = {**os.environ, "PYTHONPATH": ""}
     assert "train" in run([cli, "--help"], cwd=tmp, env=env)
-    for sub in ("train", "generate", "evaluate", "demo"): assert "--help" in run([cli, sub, "--help"], cwd=tmp, env=env)
+    for sub in ("train", "generate", "evaluate", "export", "compare", "sweep", "demo"):
+        assert "--help" in run([cli, sub, "--help"], cwd=tmp, env=env)
+    assert run([cli, "--version"], cwd=tmp, env=env).startswith("mie_lm ")
     run([cli, "train", "--out", tmp / "run", "--vocab-size", "300", "--max-steps", "3", "--warmup-steps", "1",
          "--batch-size", "2", "--eval-every", "0", "--eval-batches", "1", "--no-progress"], cwd=tmp, env=env)
     out = run([cli, "generate", "--checkpoint", tmp / "run", "--prompt", "The", "--max-new-tokens", "5"], cwd=tmp, env=env)
     assert out.startswith("The")
+    run([cli, "export", "--checkpoint", tmp / "run", "--hf", tmp / "hf"], cwd=tmp, env=env)  # no transformers needed to write it
+    assert "last_valid_bpb" in run([cli, "compare", tmp / "run", "--plot", tmp / "c.png"], cwd=tmp, env=env)
     bad = subprocess.run([str(cli), "generate", "--checkpoint", str(tmp / "missing"), "--prompt", "x"], capture_output=True, text=True, cwd=tmp, env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no checkpoint at" in bad.stderr
