@@ -137,16 +137,20 @@ def report(results: list[dict], source: str, train: Path, held: Path, info: str,
              "both at the same time. Same scorer for both (sliding windows, half-window stride). "
              "**The machine was shared with other jobs during the run, so steps per second (and so the results) are noisy; "
              "one run per budget, not a median.**", "",
-             "| budget (s) | mie_lm bits/byte | peer bits/byte | ratio (target <= 0.88) | mie_lm model | mie_lm steps / tokens seen | peer steps / chars seen | mie_lm threads |",
+             "| budget (s) | mie_lm bits/byte | peer bits/byte | ratio (target <= 0.88) | mie_lm model | mie_lm steps / tokens seen (steps/s) | peer steps / chars seen (steps/s) | mie_lm threads |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m, p = r["mie_lm"], r["peer"]
         shape = m.get("model") or {}
         lines.append(f"| {r['budget']:g} | {m['bits_per_byte']:.3f} | {p['bits_per_byte']:.3f} | **{r['ratio']:.3f}** | "
                      f"{m.get('preset')} {shape.get('n_layer')}L/{shape.get('n_head')}H/{shape.get('n_embd')}, block {shape.get('block_size')}, "
-                     f"vocab {m.get('vocab_size')}, {m['params'] / 1e6:.2f} M params | {m['steps']:,} / {m.get('tokens_seen') or 0:,} | "
-                     f"{p['steps']:,} / {p['tokens_seen']:,} ({p['params'] / 1e6:.2f} M params) | {m.get('threads')} |")
-    lines += ["", "Details per budget (mie_lm's training settings as the run recorded them, its own validation bits/byte on "
+                     f"vocab {m.get('vocab_size')}, {m['params'] / 1e6:.2f} M params | {m['steps']:,} / {m.get('tokens_seen') or 0:,} "
+                     f"({m['steps'] / max(m.get('train_seconds') or r['budget'], 1e-9):.1f}) | {p['steps']:,} / {p['tokens_seen']:,} "
+                     f"({p['steps'] / p['train_seconds']:.1f}; {p['params'] / 1e6:.2f} M params) | {m.get('threads')} |")
+    lines += ["", "Both processes were pinned to their own core, but other jobs ran on the same two cores, so each got a "
+              "fraction of its core: the steps per second above are far below a quiet core's. Treat the ratios as "
+              "indicative, not as quiet-machine figures.",
+              "", "Details per budget (mie_lm's training settings as the run recorded them, its own validation bits/byte on "
               "its 10% split of the training file, and the library's one-stream evaluation when present):", ""]
     for r in results:
         m = r["mie_lm"]
@@ -168,7 +172,8 @@ def main():
     results = []
     for b in a.budgets:
         results.append(one_budget(train, held, b, tuple(a.cores), work))
-        print(json.dumps(results[-1], default=str)[:2000], flush=True)
+        print(json.dumps(results[-1], default=str), flush=True)
+    (work / "results.json").write_text(json.dumps(dict(results=results, source=source, info=info), default=str))
     text = report(results, source, train, held, info, a.cores)
     print(text)
     if not a.no_write: write_section("quality", text)
