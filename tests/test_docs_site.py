@@ -311,3 +311,6 @@ def test_api_entries_read_docments_as_written():
     assert line_comment('COLORS = {"a": "#a6e3a1"}  # colour of each bucket') == "colour of each bucket"
     assert line_comment('COLORS = {"a": "#a6e3a1", "b": "#fff"}') == ""
     assert line_comment("PRESETS = {  # name -> fields") == "name -> fields"
+    from apidoc import md_inline
+    assert md_inline("`a<b` is $\\frac{8}{3}C$") == '<code>a&lt;b</code> is <span class="math notranslate nohighlight">\\(\\frac{8}{3}C\\)</span>'
+

@@ -32,8 +32,15 @@ def type_name(t) -> str:
 
 
 def md_inline(text: str) -> str:
-    "Escape `text` for HTML and turn `backticked` names into code."
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    "Escape `text` for HTML, turn `backticked` names into code and `$...$` into math that MathJax typesets."
+    parts = re.split(r"(`[^`]+`|\$[^$]+\$)", text)
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) > 1: out.append(f"<code>{html.escape(part[1:-1], quote=False)}</code>")
+        elif part.startswith("$") and part.endswith("$") and len(part) > 1:
+            out.append(f'<span class="math notranslate nohighlight">\\({html.escape(part[1:-1], quote=False)}\\)</span>')
+        else: out.append(html.escape(part, quote=False))
+    return "".join(out)
 
 
 def _source_lines(obj):
@@ -132,6 +139,13 @@ def _short(v, n: int = 60) -> str:
 
 def entry_html(obj, name: str) -> str:
     "The HTML of one API entry for the function, class or method `obj` shown as `name`."
+    if isinstance(obj, property):  # `@patch(as_prop=True)` and `@property`: documented by its getter, no parameters
+        ret = type_name(inspect.signature(obj.fget).return_annotation) if obj.fget else ""
+        doc = inspect.getdoc(obj.fget) if obj.fget else ""
+        return (f'<div class="api-entry" id="api-{html.escape(name)}" data-api-name="{html.escape(name)}">\n'
+                f'<p class="api-sig"><span class="api-kind">property</span> <code><b>{html.escape(name)}</b>'
+                f'{html.escape(" -> " + ret if ret else "")}</code></p>\n' + (f'<p class="api-doc">{md_inline(doc)}</p>\n' if doc else "")
+                + "</div>")
     is_cls = inspect.isclass(obj)
     fn = obj.__init__ if is_cls and "__init__" in vars(obj) else obj
     if is_cls and "__init__" not in vars(obj) and not hasattr(obj, "__dataclass_fields__"): fn = obj

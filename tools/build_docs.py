@@ -151,6 +151,9 @@ def install_assets():
     "Copy the widget manager and MathJax into `_assets` (npm-installing them first if needed)."
     mods = DOCS / "node_modules"
     if not (mods / "@jupyter-widgets" / "html-manager").exists() or not (mods / "mathjax").exists():
+        if shutil.which("npm") is None:
+            sys.exit("npm is needed once, to install the widget manager and MathJax into docs/node_modules: "
+                     "install Node.js (Debian/Ubuntu: apt-get install npm; macOS: brew install node), or run `make test-setup`")
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=DOCS, check=True)
     assets = SRC / "_assets"  # copied to the site root by `html_extra_path`
     widgets, mathjax = assets / "widgets", assets / "mathjax"
