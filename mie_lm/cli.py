@@ -18,8 +18,8 @@ from . import __version__
 from .corpora import CORPORA
 from .generation import SamplingConfig
 from .model import MLPS, NORMS, POS_EMBS, PRESETS, GPTConfig
-from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, compare_runs, demo, evaluate_run, export_run,
-                         generate_run, load_run, sweep, sweep_fields, train_run)
+from .runs import (DEFAULT_SAMPLING, DEMO_PROMPTS, RunFolderInUse, budget_defaults, compare_runs, demo, evaluate_run,
+                         export_run, generate_run, load_run, run_settings, sweep, sweep_fields, train_run)
 from .training import PRECISIONS, SCHEDULES, TrainingConfig
 
 # %% auto 0
@@ -149,7 +149,8 @@ def _add_sweep(sub):
     _add_train_flags(p)
 
 class _Parser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose errors are one line (argparse's default also prints the whole usage)."
+    "An `ArgumentParser` whose errors are one line and which takes only whole flag names (so the flags given are known)."
+    def __init__(self, *args, **kwargs): super().__init__(*args, **{"allow_abbrev": False, **kwargs})
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +215,21 @@ def _generate(args):
     for p, o in zip(prompts, outs): print(f"--- {p!r}\n{p}{o}")
 
 # %% ../nbs/08_cli.ipynb
+def _given(argv: list[str]) -> set[str]:
+    "The destinations of the flags written in `argv` (`--vocab-size 512` and `--no-progress` give `vocab_size`, `progress`)."
+    flags = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return flags | {f[3:] for f in flags if f.startswith("no_")}
+
+def _with_defaults(args, argv: list[str]):
+    "`args` with each setting not written in `argv` taken from the run being resumed, or from `budget_defaults(--max-time)`."
+    given = _given(argv)
+    if getattr(args, "resume", False) and (Path(args.out) / "run.json").is_file(): defaults = run_settings(args.out)
+    elif getattr(args, "max_time", None) is not None: defaults = budget_defaults(args.max_time)
+    else: return args
+    for k, v in defaults.items():
+        if k not in given: setattr(args, k, v)
+    return args
+
 def _train_kwargs(args) -> dict:
     "The `train_run` keyword arguments that the training flags in `args` give."
     model = {f.name: getattr(args, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(args, f.name)}
@@ -259,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, argv = build_parser(), list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        args = _with_defaults(args, argv)
         if args.command != "train": report = _run(args)
         else:
             res = _train(args); _print(_train_report(res))

@@ -31,10 +31,11 @@ from .training import (LOCK_FILE, METRICS_FILE, Callback, RunFolderInUse, Traine
                              token_byte_lengths)
 
 # %% auto 0
-__all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'DEFAULT_SAMPLING', 'EVAL_FILES', 'STRATEGIES',
-           'DEMO_PROMPTS', 'writable_dir', 'config_sha256', 'check_device', 'load_run', 'check_run_folder', 'train_run',
-           'generate_run', 'evaluate_run', 'export_run', 'compare_runs', 'plot_runs', 'sweep_fields', 'sweep_points',
-           'sweep', 'demo', 'readable', 'samples_html']
+__all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS', 'BUDGET_DEFAULTS', 'DEFAULT_SAMPLING',
+           'EVAL_FILES', 'STRATEGIES', 'DEMO_PROMPTS', 'writable_dir', 'config_sha256', 'check_device', 'load_run',
+           'check_run_folder', 'run_settings', 'train_run', 'budget_defaults', 'generate_run', 'evaluate_run',
+           'export_run', 'compare_runs', 'plot_runs', 'sweep_fields', 'sweep_points', 'sweep', 'demo', 'readable',
+           'samples_html']
 
 # %% ../nbs/07a_runs.ipynb
 RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
@@ -198,6 +199,13 @@ def _run_record(dataset, data_path, preset, vocab_size, cfg: GPTConfig, tcfg: Tr
                 vocab_size=vocab_size, model=dataclasses.asdict(cfg), training=dataclasses.asdict(tcfg),
                 fingerprints={TOKENIZER_FILE: hashlib.sha256(tok_bytes).hexdigest(), "model_config": config_sha256(cfg)})
 
+def run_settings(out) -> dict:
+    "The settings recorded in `out/run.json`, flat: data and preset, then the `GPTConfig` and `TrainingConfig` fields."
+    rec = _read_object(Path(out) / RUN_FILE)
+    model = {k: v for k, v in (rec.get("model") or {}).items() if k != "vocab_size"}  # the tokenizer's, set by `train_run`
+    training = {k: v for k, v in (rec.get("training") or {}).items() if k != "out_dir"}
+    return {**{k: rec.get(k) for k in RUN_FIELDS}, **model, **training}
+
 def _check_same_run(out: Path, now: dict):
     "Raise a one-line `ValueError` naming the first data, tokenizer or model field that differs from `out/run.json`."
     saved = _read_object(out / RUN_FILE)
@@ -266,6 +274,17 @@ def train_run(out, # run folder to create (or to resume)
         trainer.model.save_pretrained(out / MODEL_DIR)
         _write_atomic(out / RUN_FILE, json.dumps({**record, "result": result}, indent=1, default=str).encode())
     return {**result, "out": str(out), "interrupted": stopper.interrupted, "history": trainer.history}
+
+# %% ../nbs/07a_runs.ipynb
+BUDGET_DEFAULTS = [  # measured best settings per training budget in seconds (bench/budget_table.json, "best")
+    dict(max_time=60.0, preset="tiny", n_layer=2, n_head=2, n_embd=64, block_size=128, vocab_size=2048, batch_size=16, lr=0.006),
+    dict(max_time=300.0, preset="tiny", n_layer=2, n_head=2, n_embd=64, block_size=128, vocab_size=4096, batch_size=16, lr=0.003),
+]
+
+def budget_defaults(max_time: float) -> dict:
+    "The settings of `BUDGET_DEFAULTS` for a budget of `max_time` seconds: the row with the largest `max_time` <= it, else the first."
+    rows = [r for r in BUDGET_DEFAULTS if r["max_time"] <= max_time]
+    return {k: v for k, v in (rows[-1] if rows else BUDGET_DEFAULTS[0]).items() if k != "max_time"}
 
 # %% ../nbs/07a_runs.ipynb
 DEFAULT_SAMPLING = SamplingConfig(do_sample=True, temperature=0.8, top_p=0.95)  # what `generate_run` and `mie_lm generate` use by default

@@ -162,3 +162,21 @@ def test_sweep_state(run, tmp_path):
     rec = json.loads((copy / "run.json").read_text()); rec["result"]["stop_reason"] = INTERRUPTED
     (copy / "run.json").write_text(json.dumps(rec))
     assert _sweep_state(copy) == "resume"
+
+
+def test_budget_defaults_equal_the_bench_table():
+    "`BUDGET_DEFAULTS` is a copy of bench/budget_table.json's measured best rows (the bench is not in the wheel)."
+    from mie_lm.runs import BUDGET_DEFAULTS
+    table = Path(__file__).resolve().parents[1] / "bench" / "budget_table.json"
+    if not table.is_file(): pytest.skip("no bench/budget_table.json in this checkout")
+    best = json.loads(table.read_text())["best"]
+    assert [{k: r[k] for k in BUDGET_DEFAULTS[0]} for r in best] == BUDGET_DEFAULTS
+
+
+def test_cli_resume_takes_the_runs_settings(run, tmp_path):
+    "`mie_lm train --out RUN --resume` with no other flag continues the run with its own shape and vocabulary."
+    import shutil
+    from mie_lm.cli import main
+    copy = tmp_path / "run"; shutil.copytree(run, copy)
+    assert main(["train", "--out", str(copy), "--resume", "--no-progress"]) == 0
+    assert json.loads((copy / "run.json").read_text())["model"]["n_layer"] == 1
