@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .evaluation import _figure_html
+from .evaluation import figure_html
 from .model import GPT
 
 # %% auto 0
@@ -414,7 +414,7 @@ def head_explorer(model: GPT, input_ids: torch.Tensor, # (1, T) the sequence to 
     base = token_losses(model, ids)
     def page(l, h):
         with ablate(model, heads=[(l, h)], how=how, ref=ids): change = token_losses(model, ids) - base
-        return W.HTML(_figure_html(_head_figure(cache["pattern"][l][0, h], change, labels, f"L{l}H{h}")))
+        return W.HTML(figure_html(_head_figure(cache["pattern"][l][0, h], change, labels, f"L{l}H{h}")))
     layer, head = W.IntSlider(0, 0, L - 1, description="layer"), W.IntSlider(0, 0, H - 1, description="head")
     stacks = [W.Stack([page(l, h) if h < n_heads(model, l) else W.HTML("<p>no such head (pruned)</p>") for h in range(H)],
                       selected_index=0) for l in range(L)]
