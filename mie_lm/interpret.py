@@ -130,8 +130,11 @@ def run_with_cache(model: GPT, input_ids: torch.Tensor, # (B, T) token ids
     return _first(out), cache
 
 # %% ../nbs/06a_interpretability.ipynb
-def repeated_tokens(vocab_size: int, n: int, # length of the random run
-                    batch_size: int = 8, seed: int = 0) -> torch.Tensor:
+def repeated_tokens(vocab_size: int, # ids are drawn uniformly from [0, vocab_size)
+                    n: int, # length of the random run
+                    batch_size: int = 8, # number of rows
+                    seed: int = 0, # seed of a private generator: the same call gives the same tokens
+                   ) -> torch.Tensor:
     "`(batch_size, 2n)` uniformly random token ids whose second half repeats the first."
     g = torch.Generator().manual_seed(seed)
     first = torch.randint(0, vocab_size, (batch_size, n), generator=g)
@@ -215,8 +218,13 @@ def _check_token(model: GPT, t, name: str):
         raise ValueError(f"{name}={t!r} is not a token id in [0, {model.config.vocab_size})")
 
 # %% ../nbs/06a_interpretability.ipynb
-def logit_attribution(model: GPT, cache: ActivationCache, token_a: int, token_b: int,
-                      row: int = 0, pos: int = -1) -> "pandas.Series": # batch row and position to explain
+def logit_attribution(model: GPT, # the model that `cache` came from
+                      cache: ActivationCache, # from `run_with_cache(model, ...)` with every activation
+                      token_a: int, # explain `logit[token_a] - logit[token_b]`
+                      token_b: int, # the token compared against
+                      row: int = 0, # batch row to explain
+                      pos: int = -1, # position to explain
+                     ) -> "pandas.Series":
     "Each residual piece's share of `logit[token_a] - logit[token_b]` at `(row, pos)`, final norm's scale frozen."
     import pandas as pd  # imported lazily: only the tables need pandas
     _check_token(model, token_a, "token_a"); _check_token(model, token_b, "token_b")
@@ -292,8 +300,16 @@ def head_table(values: torch.Tensor) -> "pandas.DataFrame": # (n_layer, n_head)
                         columns=pd.Index(range(values.shape[1]), name="head"))
 
 # %% ../nbs/06a_interpretability.ipynb
-def plot_grid(values, xlabel: str = "head", ylabel: str = "layer", xticks=None, yticks=None, title: str | None = None,
-              ax=None, center: float | None = None, fmt: str = ".2f", **kwargs): # kwargs: passed to `seaborn.heatmap`
+def plot_grid(values, # 2-D: rows are layers (or residual streams), columns heads (or positions)
+              xlabel: str = "head", # title of the x axis
+              ylabel: str = "layer", # title of the y axis
+              xticks=None, # x tick labels (default: the indices)
+              yticks=None, # y tick labels (default: the indices)
+              title: str | None = None, # figure title
+              ax=None, # axes to draw on (default: a new figure)
+              center: float | None = None, # value at the middle of a diverging colour map (default: a sequential map)
+              fmt: str = ".2f", # format of the numbers written in the cells
+              **kwargs): # passed to `seaborn.heatmap`
     "Annotated heatmap of a 2-D tensor; `center` switches to a diverging colour map around that value."
     import matplotlib.pyplot as plt
     import seaborn as sns
