@@ -36,7 +36,7 @@ _log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'PRECISIONS', 'DEFAULT_MAX_STEPS', 'MAX_DEFAULT_WARMUP', 'METRICS_FILE', 'STATE_FILE', 'MODEL_FILE',
-           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TENSORBOARD_DIR',
+           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TIMING_ROWS', 'TENSORBOARD_DIR',
            'TrainingConfig', 'lr_at', 'plot_lr_schedule', 'param_groups', 'token_byte_lengths', 'bits_per_byte',
            'LMScore', 'score_batches', 'Callback', 'StopKind', 'StopReason', 'init_distributed', 'SingleProcess',
            'Trainer', 'MetricsLog', 'truncate_metrics', 'ProgressBar', 'EarlyStopping', 'remove_stale_temps',
@@ -827,12 +827,19 @@ def _time_pass(trainer: Trainer, batch: dict, repeats: int = 2) -> float:
     trainer.optimizer.zero_grad(set_to_none=True)
     return min(times)
 
+TIMING_ROWS = 4  # rows of the batch timed per thread count: enough to see the difference, cheap on any preset
+
+def _usable_cores() -> int:
+    "Cores this process may run on (its CPU affinity, e.g. under `taskset`), else all cores."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1  # macOS and Windows have no affinity call
+
 def pick_threads(trainer: Trainer) -> int:
     "Set torch's thread count to `config.threads`, or (on a CPU, one process) to the faster of 1 and all cores; the count."
-    c, cores = trainer.config, os.cpu_count() or 1
+    c, cores = trainer.config, _usable_cores()
     if c.threads is not None: torch.set_num_threads(c.threads); return c.threads
     if trainer.device.type != "cpu" or trainer.world_size > 1 or cores == 1: return torch.get_num_threads()
-    rng, batch = torch.get_rng_state(), _collate(trainer.train_ds)([trainer.train_ds[i] for i in range(c.batch_size)])
+    rng, batch = torch.get_rng_state(), _collate(trainer.train_ds)([trainer.train_ds[i] for i in range(min(c.batch_size, TIMING_ROWS))])
     times = {}
     for n in (1, cores): torch.set_num_threads(n); times[n] = _time_pass(trainer, batch)
     torch.set_rng_state(rng); best = min(times, key=times.get); torch.set_num_threads(best)

@@ -270,10 +270,19 @@ def test_pick_threads_changes_nothing_but_the_thread_count():
     t = Trainer(tiny(dropout=0.1), cfg(threads=None), ds(40))
     rng, weights = torch.get_rng_state(), [p.detach().clone() for p in t.model.parameters()]
     n = pick_threads(t)
-    assert n in {1, os.cpu_count()} and torch.get_num_threads() == n
+    assert n in {1, len(os.sched_getaffinity(0))} and torch.get_num_threads() == n
     assert torch.equal(rng, torch.get_rng_state()) and all(torch.equal(a, b) for a, b in zip(weights, t.model.parameters()))
     assert all(p.grad is None for p in t.model.parameters())
     assert pick_threads(Trainer(tiny(), cfg(threads=1), ds(40))) == 1 == torch.get_num_threads()
+
+
+def test_pick_threads_counts_only_the_cores_the_process_may_use(monkeypatch):
+    from mie_lm import training
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0})  # as under `taskset -c 0`
+    timed = []
+    monkeypatch.setattr(training, "_time_pass", lambda *a, **k: timed.append(1) or 1.0)
+    assert training.pick_threads(Trainer(tiny(), cfg(threads=None), ds(40))) == torch.get_num_threads()
+    assert timed == []  # one usable core: nothing to time, no second thread count tried
 
 
 def test_extending_a_finished_run_replans_the_schedule(tmp_path):
