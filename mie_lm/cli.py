@@ -37,7 +37,8 @@ def _converter(tp):
     convert.__name__ = getattr(base, "__name__", str(base))  # argparse names the type in its errors
     return convert
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, # a dataclass whose fields become flags
+def add_config_args(parser: argparse.ArgumentParser, # the parser (or subcommand parser) to extend
+                    cls: type, # a dataclass whose fields become flags
                     skip: tuple[str, ...] = (), # fields not offered on the command line
                     suppress_defaults: bool = False, # leave unset flags out of the namespace (to fall back on a preset)
                     defaults=None, # an instance of `cls` whose values are the shown defaults (None: the dataclass's)
@@ -55,13 +56,16 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, # a dataclass wh
         else: group.add_argument(flag, type=_converter(hints[f.name]), metavar=f.name.upper(), **kw)
     return group
 
-def config_from_args(cls: type, args: argparse.Namespace, **overrides):
+def config_from_args(cls: type, # the dataclass to build
+                     args: argparse.Namespace, # parsed flags, some named after its fields
+                     **overrides): # field values that replace the flags
     "An instance of dataclass `cls` from the flags in `args` that name its fields, then `overrides`."
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     return cls(**{**given, **overrides})
 
 # %% ../nbs/08_cli.ipynb
-def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
+def sampling_from_args(args: argparse.Namespace, # parsed `mie_lm generate` flags
+                      ) -> SamplingConfig:
     "The one `SamplingConfig` of `mie_lm generate`: `DEFAULT_SAMPLING` with the flags given; `--no-do-sample` is greedy."
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig) if hasattr(args, f.name)}
     if given.pop("do_sample", True): return dataclasses.replace(DEFAULT_SAMPLING, **given)
@@ -269,7 +273,8 @@ def _resume_command(argv: list[str]) -> str:
     "The `mie_lm train` command line `argv` turned into the one that resumes it."
     return shlex.join(["mie_lm", *[a for a in argv if a not in ("--overwrite", "--resume")], "--resume"])
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, # the arguments after `mie_lm` (default: `sys.argv[1:]`)
+        ) -> int:
     "Entry point of the `mie_lm` command."
     from safetensors import SafetensorError
     parser, argv = build_parser(), list(sys.argv[1:] if argv is None else argv)

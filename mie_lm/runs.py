@@ -40,7 +40,8 @@ __all__ = ['RUN_FILE', 'TOKENIZER_FILE', 'MODEL_DIR', 'INTERRUPTED', 'RUN_FIELDS
 # %% ../nbs/07a_runs.ipynb
 RUN_FILE, TOKENIZER_FILE, MODEL_DIR = "run.json", "tokenizer.json", "model"  # names inside a run folder (and `LOCK_FILE`)
 
-def writable_dir(path) -> Path:
+def writable_dir(path, # folder to create (with its parents) or reuse
+                ) -> Path:
     "Create `path` if needed and check that files can be written in it; raise a clear `PermissionError` if not."
     path = Path(path)
     try:
@@ -54,7 +55,8 @@ def _write_atomic(path: Path, data: bytes):
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 # %% ../nbs/07a_runs.ipynb
-def config_sha256(config: GPTConfig | dict) -> str:
+def config_sha256(config: GPTConfig | dict, # a model config, or the dict of a `config.json`
+                 ) -> str:
     "Hex SHA-256 of the `GPTConfig` fields of `config` (a config or a `config.json` dict) that differ from their defaults."
     d = dataclasses.asdict(config) if isinstance(config, GPTConfig) else config
     defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
@@ -82,7 +84,8 @@ def _check_fingerprints(run_dir: Path, tok_file: Path, config: dict):
                              "it was edited or comes from another run")
 
 # %% ../nbs/07a_runs.ipynb
-def check_device(device: str = "auto") -> torch.device:
+def check_device(device: str = "auto", # "auto", "cpu", "cuda", "cuda:N" or "mps"
+                ) -> torch.device:
     "The `torch.device` for `device` (see `resolve_device`), or a `ValueError` if this machine does not have it."
     d = resolve_device(device)
     if d.type == "cuda" and not (torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()):
@@ -132,7 +135,10 @@ def _entries(out: Path) -> list[str]:
     "Names in folder `out`, apart from the lock file."
     return sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
 
-def check_run_folder(out, resume: bool = False, overwrite: bool = False) -> Path:
+def check_run_folder(out, # the run folder `train_run` is asked to write
+                     resume: bool = False, # continue the run already in `out`
+                     overwrite: bool = False, # replace the run already in `out`
+                    ) -> Path:
     "Raise a one-line error unless `out` may receive a new run (empty), a resumed one, or an overwrite; the `Path`."
     out = Path(out)
     if resume and overwrite: raise ValueError("resume=True and overwrite=True exclude each other: continue the run or replace it")
@@ -199,7 +205,8 @@ def _run_record(dataset, data_path, preset, vocab_size, cfg: GPTConfig, tcfg: Tr
                 vocab_size=vocab_size, model=dataclasses.asdict(cfg), training=dataclasses.asdict(tcfg),
                 fingerprints={TOKENIZER_FILE: hashlib.sha256(tok_bytes).hexdigest(), "model_config": config_sha256(cfg)})
 
-def run_settings(out) -> dict:
+def run_settings(out, # a run folder of `train_run`
+                ) -> dict:
     "The settings recorded in `out/run.json`, flat: data and preset, then the `GPTConfig` and `TrainingConfig` fields."
     rec = _read_object(Path(out) / RUN_FILE)
     model = {k: v for k, v in (rec.get("model") or {}).items() if k != "vocab_size"}  # the tokenizer's, set by `train_run`
@@ -281,7 +288,8 @@ BUDGET_DEFAULTS = [  # measured best settings per training budget in seconds (be
     dict(max_time=300.0, preset="tiny", n_layer=2, n_head=2, n_embd=64, block_size=128, vocab_size=4096, batch_size=16, lr=0.003),
 ]
 
-def budget_defaults(max_time: float) -> dict:
+def budget_defaults(max_time: float, # the training budget in seconds
+                   ) -> dict:
     "The settings of `BUDGET_DEFAULTS` for a budget of `max_time` seconds: the row with the largest `max_time` <= it, else the first."
     rows = [r for r in BUDGET_DEFAULTS if r["max_time"] <= max_time]
     return {k: v for k, v in (rows[-1] if rows else BUDGET_DEFAULTS[0]).items() if k != "max_time"}
@@ -450,7 +458,8 @@ def _run_names(paths: list[Path]) -> list[str]:
 
 # %% ../nbs/07a_runs.ipynb
 def plot_runs(runs: dict, # name -> (`run.json` record, metric records), as `compare_runs` reads them
-              axes=None):
+              axes=None, # two matplotlib axes (default: a new figure)
+             ):
     "Validation bits per byte of each run against tokens seen (left) and against training seconds (right); the figure."
     import matplotlib.pyplot as plt
     if axes is None: _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -519,7 +528,8 @@ def _sweep_state(folder: Path) -> str:
 
 def sweep(out, # folder for the runs (one sub-folder per grid point) and `compare.png`
           grid: dict, # field name -> list of values, e.g. `{"lr": [1e-3, 3e-3]}`
-          **base) -> "pandas.DataFrame": # `train_run` keyword arguments shared by all runs
+          **base, # `train_run` keyword arguments shared by all runs
+         ) -> "pandas.DataFrame":
     "Train one run per grid point (skipping finished ones, resuming stopped ones), then `compare_runs` them."
     points, out = sweep_points(grid, base), Path(out)
     check_device((base.get("training") or TrainingConfig()).device)
@@ -552,7 +562,8 @@ def demo(out="runs/demo", # folder for the run, the evaluation files and the rep
          minutes: float = 2.0, # total wall-clock budget; about 70% of it trains
          preset: str = "tiny", # model size
          max_new_tokens: int = 30, # tokens generated per prompt and strategy
-         progress: bool = True) -> dict:
+         progress: bool = True, # show the training progress bar
+        ) -> dict:
     "Train, evaluate and sample on the built-in corpus; write `report.html` and the evaluation files to `out`; the summary."
     t0, out = time.perf_counter(), writable_dir(out)
     res = train_run(out / "run", preset=preset, training=_demo_config(minutes, progress), overwrite=True)  # replaces the last demo
@@ -566,12 +577,14 @@ def demo(out="runs/demo", # folder for the run, the evaluation files and the rep
     return dict(summary, seconds=round(time.perf_counter() - t0, 1), report=str(report), samples=samples, files=ev["files"])
 
 # %% ../nbs/07a_runs.ipynb
-def readable(text: str) -> str:
+def readable(text: str, # a completion
+            ) -> str:
     "`text` without the replacement characters `�` left by a completion cut inside a UTF-8 character."
     return text.replace("\ufffd", "")
 
 def samples_html(samples: dict, # strategy name -> one completion per prompt
-                 prompts=DEMO_PROMPTS) -> str:
+                 prompts=DEMO_PROMPTS, # the prompts, in the order of each list of completions
+                ) -> str:
     "An HTML table of completions, strategies by prompts: the prompt in bold, line breaks kept, long lines wrapped."
     cell = lambda p, c: f"<td><pre><b>{html.escape(p)}</b>{html.escape(readable(c))}</pre></td>"
     head = "".join(f"<th>{html.escape(p)}</th>" for p in prompts)
