@@ -430,8 +430,6 @@ def figure_html(fig, # a matplotlib figure (closed after rendering)
     buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=80); plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
-_figure_html = figure_html  # its earlier private name, still imported by `mie_lm.interpret`
-
 def attention_explorer(model: GPT, # the model to look into
                        tok: BPETokenizer, # its tokenizer
                        text: str = "def f(x):\n    return x + 1", # the starting text
