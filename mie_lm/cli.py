@@ -118,6 +118,8 @@ def _add_evaluate(sub):
     p.add_argument("--file", help="evaluate this text file instead of a corpus")
     p.add_argument("--encoding", default="utf-8", help="text encoding of --file or of the text_files data (default: %(default)s)")
     p.add_argument("--split", default="valid", choices=["train", "valid"], help="corpus split (default: %(default)s)")
+    p.add_argument("--window", type=int, help="input tokens per pass (default: the model's block size)")
+    p.add_argument("--stride", type=int, help="tokens the window moves each pass (default: half the window)")
     p.add_argument("--out", help="folder for perplexity.csv, perplexity_hist.png and token_probabilities.html")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
 
@@ -263,7 +265,8 @@ def _run(args) -> dict | None:
         grid = dict(_parse_param(p) for p in args.param)
         print(_table(sweep(args.out, grid, **_train_kwargs(args)))); print(f"curves: {Path(args.out) / 'compare.png'}"); return None
     if args.command == "evaluate":
-        return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device, args.encoding)
+        return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device, args.encoding,
+                            args.window, args.stride)
     res = demo(args.out, args.minutes, args.preset)
     for name, outs in res.pop("samples").items(): print(f"--- {name}\n" + "\n".join(p + o for p, o in zip(DEMO_PROMPTS, outs)))
     return res

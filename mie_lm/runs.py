@@ -353,13 +353,15 @@ def evaluate_run(checkpoint, # run folder of `mie_lm train`
                  out=None, # folder for the table, plots and token page (None: write nothing)
                  device: str = "auto", # where to run the model; see `check_device`
                  encoding: str = "utf-8", # text encoding of `file` or of the `text_files` data
+                 window: int | None = None, # input tokens per pass (default: the model's `block_size`)
+                 stride: int | None = None, # tokens the window moves (default: half the window)
                 ) -> dict:
     "Perplexity report of run `checkpoint` on a corpus split or a file; tables and plots go to `out`."
     model, tok = load_run(checkpoint, device)
     label, texts = _texts(dataset, data_path, file, split, encoding)
     texts = [t for t in texts if tok.encode(t)]
     if not texts: raise ValueError(f"nothing to score in {label}: it holds no text")
-    table, report = evaluate_dataset(model, tok, texts, progress=False)
+    table, report = evaluate_dataset(model, tok, texts, window=window, stride=stride, progress=False)
     summary = dict(data=label, perplexity=report.perplexity, bits_per_byte=report.bits_per_byte,
                    byte_perplexity=report.byte_perplexity, word_perplexity=report.word_perplexity,
                    tokens=report.n_tokens, bytes=report.n_bytes, words=report.n_words, window=report.window, stride=report.stride)

@@ -407,3 +407,11 @@ def test_export_bad_input(run, tmp_path, capsys):
     other = tmp_path / "llama"; other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     fails(["generate", "--checkpoint", other, "--prompt", "x"], capsys, "llama")
+
+
+def test_evaluate_window_and_stride(run, tmp_path, capsys):
+    f = tmp_path / "text.txt"; f.write_text("The return statement leaves the function. " * 30)
+    code, out, err = cli(["evaluate", "--checkpoint", run, "--file", f, "--window", "16", "--stride", "8"], capsys)
+    assert code == 0 and "window: 16" in out and "stride: 8" in out, err
+    fails(["evaluate", "--checkpoint", run, "--file", f, "--window", "999"], capsys, "window")
+    fails(["evaluate", "--checkpoint", run, "--file", f, "--window", "16", "--stride", "0"], capsys, "stride")
