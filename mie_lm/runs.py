@@ -22,7 +22,7 @@ import torch
 
 from .corpora import CORPORA, get_corpus
 from .data import PackedDataset
-from .evaluation import evaluate_dataset, token_table, save_token_html
+from .evaluation import evaluate_dataset, token_table
 from .generation import SamplingConfig, generate_text, stream_generate
 from .hub import export_hf, is_hf_folder, load_hf
 from .model import CONFIG_NAME, GPT, PRESETS, GPTConfig, atomic_write, file_sha256, resolve_device
@@ -369,6 +369,19 @@ def evaluate_run(checkpoint, # run folder of `mie_lm train`
     return summary
 
 # %% ../nbs/07a_runs.ipynb
+def _token_section(model, tok, texts=None) -> str:
+    "HTML: a stretch of validation text coloured by token probability, with its legend."
+    import pandas as pd
+    from mie_lm.evaluation import probability_html
+    from mie_lm.corpora import python_docs
+    text = "\n\n".join(list(texts or python_docs().valid)[:8])  # several texts: the first may be a short title
+    sample = tok.decode(tok.encode(text)[: min(model.config.block_size - 1, 120)])
+    ps = [0.0, 0.25, 0.5, 0.75, 1.0]
+    legend = pd.DataFrame(dict(token=[f" p = {p:g} " for p in ps], prob=ps, rank=1, top_guess=""))
+    return (f"<p>Legend: {probability_html(legend)}</p>{probability_html(token_table(model, tok, sample))}"
+            "<p>Hover over a token to see its probability, its rank among all tokens and the model's top guess.</p>")
+
+# %% ../nbs/07a_runs.ipynb
 EVAL_FILES = ("perplexity.csv", "perplexity_hist.png", "token_probabilities.html")  # what `evaluate_run` writes to `out`
 
 def _hist_bins(ppl):
@@ -382,13 +395,14 @@ def _evaluation_files(out: Path, model, tok, table, texts) -> list[str]:
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from mie_lm.evaluation import plot_perplexity_hist
-    sample = tok.decode(tok.encode(texts[0])[: model.config.block_size - 1])  # fits one window
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-eval-") as d:
         tmp = Path(d)
         table.to_csv(tmp / EVAL_FILES[0], index=False)
         ax = plot_perplexity_hist(table, bins=_hist_bins(table.perplexity))
         ax.figure.savefig(tmp / EVAL_FILES[1], dpi=110, bbox_inches="tight"); plt.close(ax.figure)
-        save_token_html(token_table(model, tok, sample), tmp / EVAL_FILES[2])
+        page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Token probabilities</title></head><body>" \
+               f"<h1>Token probabilities</h1>{_token_section(model, tok, texts)}</body></html>"
+        (tmp / EVAL_FILES[2]).write_text(page, encoding="utf-8")
         for f in EVAL_FILES: os.replace(tmp / f, out / f)
     return [str(out / f) for f in EVAL_FILES]
 
@@ -613,19 +627,6 @@ def _demo_figures(history: list, model, tok) -> dict:
             "against the optimizer step.": curves,
             "Attention of every head (rows: layers, columns: heads) on a line of code: row i shows which earlier "
             "tokens position i reads from; darker is more weight.": heads}
-
-# %% ../nbs/07a_runs.ipynb
-def _token_section(model, tok, texts=None) -> str:
-    "HTML: a stretch of validation text coloured by token probability, with its legend."
-    import pandas as pd
-    from mie_lm.evaluation import probability_html
-    from mie_lm.corpora import python_docs
-    text = "\n\n".join((texts or python_docs().valid)[:8])
-    sample = tok.decode(tok.encode(text)[: min(model.config.block_size - 1, 120)])
-    ps = [0.0, 0.25, 0.5, 0.75, 1.0]
-    legend = pd.DataFrame(dict(token=[f" p = {p:g} " for p in ps], prob=ps, rank=1, top_guess=""))
-    return (f"<p>Legend: {probability_html(legend)}</p>{probability_html(token_table(model, tok, sample))}"
-            "<p>Hover over a token to see its probability, its rank among all tokens and the model's top guess.</p>")
 
 # %% ../nbs/07a_runs.ipynb
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.45}

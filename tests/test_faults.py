@@ -240,6 +240,8 @@ def test_evaluate_single_text_draws_its_histogram(run, tmp_path, capsys):
     code, out, err = cli(["evaluate", "--checkpoint", run, "--file", f, "--out", tmp_path / "eval"], capsys)
     assert code == 0, err
     assert (tmp_path / "eval" / "perplexity_hist.png").stat().st_size > 1000
+    page = (tmp_path / "eval" / "token_probabilities.html").read_text()
+    assert "Legend" in page and page.count("<span") > 20  # the coloured tokens and their legend
 
 
 def test_evaluate_empty_file_writes_nothing(run, tmp_path, capsys):
