@@ -76,7 +76,8 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # (out,
     return q, scale
 
 def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, # from `quantize_int8`
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                    dtype: torch.dtype = torch.float32, # dtype of the restored weight
+                   ) -> torch.Tensor:
     "The float weight `q * scale[:, None]` in `dtype`."
     return q.to(dtype) * scale.to(dtype)[:, None]
 
@@ -144,7 +145,8 @@ def _heads_of(model: GPT) -> list[int]:
 
 # %% ../nbs/07_compression.ipynb
 def dynamic_int8_linear(q: torch.Tensor, scale: torch.Tensor, # from `quantize_int8`
-                        bias: torch.Tensor | None = None) -> nn.Module:
+                        bias: torch.Tensor | None = None, # the float bias of the original layer, if any
+                       ) -> nn.Module:
     "A `torch.ao` dynamic-quantized Linear (int8 weights; activations quantized per call) with weights `q * scale`."
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao quantization is deprecated in favour of torchao
@@ -366,7 +368,8 @@ def compression_report(variants: dict[str, GPT], # name -> model; the first is t
                        prompts: torch.Tensor, # (B, T) prompts; batch 1 uses the first row
                        new_tokens: int = 16, # generated per row, for speed and agreement
                        repeats: int = 3, # timing runs per variant (median)
-                       batch_sizes: tuple[int, ...] = (1, 8)) -> "pandas.DataFrame":
+                       batch_sizes: tuple[int, ...] = (1, 8), # decoding batch sizes to time
+                      ) -> "pandas.DataFrame":
     "One row per variant: size on disk, parameters, decode tokens/s per batch size, perplexity, bits per byte, greedy agreement."
     import pandas as pd  # imported lazily: only the report needs pandas
     if not variants: raise ValueError("variants is empty: pass at least the reference model")

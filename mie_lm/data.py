@@ -199,12 +199,12 @@ def _cache_path(corpus: Corpus, split: str, tok: BPETokenizer, add_bos: bool, ca
     return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', corpus.name)}-{split}-{key}.bin"
 
 # %% ../nbs/02_data.ipynb
-def packed_tokens(corpus: Corpus, tok: BPETokenizer,
+def packed_tokens(corpus: Corpus, tok: BPETokenizer,  # the corpus to pack, and the tokenizer with `<|eos|>`
                   split: str = "train",  # "train" or "valid"
                   cache_dir=None,  # cache folder for the memory-mapped stream (default: in memory if small)
                   add_bos: bool = False,  # also put `<|bos|>` before each document
                   max_in_memory_bytes: int = MAX_IN_MEMORY_BYTES,  # larger corpora always go to disk
-                  progress: bool = True,
+                  progress: bool = True,  # show a tokenizing progress bar
                  ) -> np.ndarray:
     "The packed token stream of `corpus`'s `split`, from the on-disk cache when it is there."
     if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
@@ -243,7 +243,7 @@ class PackedDataset(Dataset):
 
 # %% ../nbs/02_data.ipynb
 @patch(cls_method=True)
-def from_corpus(cls: PackedDataset, corpus: Corpus, tok: BPETokenizer, block_size: int,
+def from_corpus(cls: PackedDataset, corpus: Corpus, tok: BPETokenizer, block_size: int,  # corpus, tokenizer, tokens per input window
                 split: str = "train",  # "train" or "valid"
                 mode: str = "sequential",  # "sequential" or "random"
                 cache_dir=None,  # cache folder for the packed stream (see `packed_tokens`)

@@ -176,9 +176,10 @@ def _kept_probs(logits, temperature=1.0, top_k=None, top_p=None, min_p=None):
 # %% ../nbs/04_generation.ipynb
 def plot_next_token(logits: torch.Tensor, # (V,) logits of one position
                     tokenizer=None, # labels the bars with token text when given
-                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, # the filters, as in `SamplingConfig`
                     n: int = 20, # how many of the most likely tokens to draw
-                    ax=None, title: str | None = None):
+                    ax=None, title: str | None = None, # matplotlib axes (default: a new figure) and title (default: tokens kept)
+                   ):
     "Bar chart of the `n` most likely tokens: the probabilities sampled from after the filters, removed tokens in grey."
     import matplotlib.pyplot as plt  # lazily: the library does not need matplotlib to generate
     before, after = _kept_probs(logits.detach().float().cpu(), temperature, top_k, top_p, min_p)
@@ -310,7 +311,8 @@ def _steps(model, ids, mask, n, cfg: SamplingConfig, stop: Stopping, use_cache, 
         else: logits = _forward_last(model, out[:, :T + i + 1], None if full is None else full[:, :T + i + 1])
 
 # %% ../nbs/04_generation.ipynb
-def generate(model: GPT, input_ids: torch.Tensor, # (B, T) prompt token ids, left-padded
+def generate(model: GPT, # the model to sample from, in eval mode
+             input_ids: torch.Tensor, # (B, T) prompt token ids, left-padded
              attention_mask: torch.Tensor | None = None, # (B, T) 1 = real token, 0 = padding; None: no padding
              *, max_new_tokens: int, # at most this many tokens per row
              sampling: SamplingConfig | None = None, # how to choose each token; default greedy
@@ -382,7 +384,7 @@ def generation_trace(model: GPT, tokenizer, prompt: str, *, max_new_tokens: int,
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_generation.ipynb
-def sampling_explorer(model: GPT, tokenizer, prompt: str = "The return statement",
+def sampling_explorer(model: GPT, tokenizer, prompt: str = "The return statement", # model, its tokenizer, and the text to continue
                       max_new_tokens: int = 24, # length of the sample shown under the plot
                       seed: int = 0): # the sample's `torch.Generator` seed (same knobs, same text)
     "An ipywidgets `interactive`: sliders for temperature, top-k and top-p, the kept distribution and a sample."
@@ -396,8 +398,10 @@ def sampling_explorer(model: GPT, tokenizer, prompt: str = "The return statement
         text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, do_sample=True,
                              generator=torch.Generator().manual_seed(seed), **kw)
         print(f"{prompt}\u2192{text}")
-    return W.interactive(show, temperature=W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05),
-                         top_k=W.IntSlider(value=0, min=0, max=50), top_p=W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05))
+    wide = {"description_width": "initial"}  # the default label width cuts "temperature" short
+    return W.interactive(show, temperature=W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="temperature", style=wide),
+                         top_k=W.IntSlider(value=0, min=0, max=50, description="top_k", style=wide),
+                         top_p=W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p", style=wide))
 
 # %% ../nbs/04_generation.ipynb
 def chi_square_pvalue(counts: torch.Tensor, # (V,) observed draws per token

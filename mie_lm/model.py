@@ -110,14 +110,16 @@ def num_params(self: GPTConfig) -> int:
 
 # %% ../nbs/03_model.ipynb
 def causal_mask(T: int, # number of positions
-                device=None) -> torch.Tensor:
+                device=None, # where to create the mask (default: CPU)
+               ) -> torch.Tensor:
     "Boolean `(T, T)` mask, `True` where query `i` may attend to key `j` (that is, `j <= i`)."
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 # %% ../nbs/03_model.ipynb
 def plot_attention(weights, # `(T, S)` attention weights or boolean mask
                    tokens=None, # optional labels for the axes (keys then, if square, queries)
-                   ax=None, title: str | None = None):
+                   ax=None, title: str | None = None, # matplotlib axes (default: a new figure) and title
+                  ):
     "Heatmap of one `(T, S)` attention pattern: rows are queries, columns keys."
     import matplotlib.pyplot as plt
     w = torch.as_tensor(weights).detach().float().cpu()
@@ -155,7 +157,7 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
 # %% ../nbs/03_model.ipynb
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with a fused `c_attn` projection and an optional `kv_cache`."
-    def __init__(self, config: GPTConfig,
+    def __init__(self, config: GPTConfig, # sizes: `n_embd`, `n_head`, `bias`, `dropout`, `block_size`
                  n_head: int | None = None): # heads of `config.head_dim` channels; default `config.n_head`
         super().__init__()
         self.n_head, self.head_dim, self.dropout = n_head or config.n_head, config.head_dim, config.dropout
@@ -262,7 +264,8 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def attention_mask_4d(attention_mask: torch.Tensor | None, # (B, past + T) of 1 (real) / 0 (padding), or None
                       T: int, # number of new query tokens
                       past: int = 0, # tokens already in the KV cache
-                      device=None) -> torch.Tensor | None:
+                      device=None, # where to create the mask (default: `attention_mask`'s device)
+                     ) -> torch.Tensor | None:
     "Boolean `(B or 1, 1, T, past + T)` mask for `attention`; `None` when no mask is needed."
     if attention_mask is None and (past == 0 or T == 1): return None  # plain causal, or one query seeing every key
     q_pos = torch.arange(past, past + T, device=device)[:, None]  # (T, 1) absolute slot of each query

@@ -806,8 +806,9 @@ class LivePlot(Callback):
     def on_fit_start(self, trainer): self.handle = None
 
 # %% ../nbs/05_training.ipynb
-def default_callbacks(config: TrainingConfig, world_size: int = 1, has_valid: bool = True,
-                      extra: list[Callback] = ()) -> list[Callback]:  # the user's callbacks: their classes are not added twice
+def default_callbacks(config: TrainingConfig, world_size: int = 1, has_valid: bool = True,  # the run's settings, processes, and whether there is a validation set
+                      extra: list[Callback] = (),  # the user's callbacks: their classes are not added twice
+                     ) -> list[Callback]:
     "The built-in callbacks for `config`: DDP, metrics log, checkpoints, early stopping, progress bar, TensorBoard."
     cbs = [MetricsLog(config.log_every, config.out_dir), Checkpointer(config.checkpoint_every)]
     if world_size > 1: cbs.append(DDP())
