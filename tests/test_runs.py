@@ -1,6 +1,7 @@
 """`mie_lm.runs` beyond the notebook's inline checks: the run-folder guards, the fingerprints, and the demo report
 (self-contained, readable at 1280 px in a real browser)."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,21 +97,30 @@ def test_report_is_self_contained_and_explains_its_numbers(tmp_path):
     assert "\ufffd" not in page and all(p in page for p in DEMO_PROMPTS)
 
 
+MEASURE_PAGE = """
+import json, sys
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    b = p.chromium.launch(executable_path=sys.argv[1], args=["--no-sandbox", "--disable-gpu"])
+    page = b.new_page(viewport={"width": 1280, "height": 800})
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(sys.argv[2])
+    print(json.dumps({"width": page.evaluate("document.documentElement.scrollWidth"), "requests": requests}))
+    b.close()
+"""
+
+
 def test_report_fits_a_1280_px_window(tmp_path):
     browser = find_browser()
     if browser is None: pytest.skip("no Chromium here")
-    from playwright.sync_api import sync_playwright
     report = _fake_report(tmp_path)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=browser, args=["--no-sandbox", "--disable-gpu"])
-        page = b.new_page(viewport={"width": 1280, "height": 800})
-        requests = []
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(report.as_uri())
-        width = page.evaluate("document.documentElement.scrollWidth")
-        b.close()
-    assert width <= 1280, f"the report is {width} px wide at a 1280 px window"
-    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched
+    # Its own process: the site check may hold a session-wide Playwright (one sync Playwright per process).
+    res = subprocess.run([sys.executable, "-c", MEASURE_PAGE, browser, report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen["width"] <= 1280, f"the report is {seen['width']} px wide at a 1280 px window"
+    assert [u for u in seen["requests"] if not u.startswith(("file:", "data:"))] == []  # nothing fetched
 
 
 def test_one_sampling_config_reaches_generate(run, monkeypatch):
