@@ -3,7 +3,8 @@
 
 Usage: python bench/generation_bench.py [--repeats 3] [--threads 1] [--no-write]
 Same weights on both sides (`GPT.to_hf_gpt2`), fp32, CPU, greedy, a 16-token prompt, EOS off so every run
-produces the same number of tokens; the two sides alternate within each repeat and we report the median.
+produces the same number of tokens; the sides alternate within each repeat, in an order rotated from repeat to repeat (on this machine the run right
+after an HF `generate` measured slower, whichever model it was), and we report the median.
 1. Batch 1, 256 new tokens: a 4-layer 128-wide model (vocab 4096), the `small` preset, and the 124M shape
    (12 layers, 768 wide, vocab 8192; 128 new tokens and 2 repeats there, to keep the run short). For
    the small models also a bare loop calling `GPT.forward` with the KV cache and an int `cache_pos` (no sampling,
@@ -83,8 +84,9 @@ def compare(name, repeats, n, B=1, loop=False):
     same = torch.equal(generate(m, x, max_new_tokens=16), hf_gen(hf, x, 16)())  # also warms up both
     runs = {"ours": ours(m, x, n), "hf": hf_gen(hf, x, n)} | ({"loop": forward_loop(m, x, n)} if loop else {})
     t = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, f in runs.items(): t[k].append(timed(f))
+    keys = list(runs)
+    for r in range(repeats):  # rotate the order: whatever runs right after HF's generate measured slower here
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]: t[k].append(timed(runs[k]))
     tps = {k: B * n / statistics.median(v) for k, v in t.items()}
     return dict(model=m, tps=tps, same=same, n=n, B=B, spread={k: (min(v), max(v)) for k, v in t.items()})
 
