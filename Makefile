@@ -41,8 +41,11 @@ endif
 demo: setup
 	$(BIN)/mie_lm demo
 
+# Two pytest-xdist workers; tests that share files or a session fixture stay on one worker (xdist_group marks,
+# set in tests/conftest.py). `make test TEST_WORKERS=0` runs them all in one process.
+TEST_WORKERS ?= 2
 test: test-setup
-	$(BIN)/python -m pytest tests/ --durations=12
+	$(BIN)/python -m pytest tests/ -n $(TEST_WORKERS) --dist loadgroup --durations=12
 
 docs: setup
 	$(BIN)/python tools/build_docs.py
