@@ -11,7 +11,7 @@ through the `datasets` "json" builder and the run sets HF_HUB_OFFLINE / HF_DATAS
 
 lm-eval's rolling windows are disjoint windows of the model's `max_length` (= `block_size`) predictions,
 the first one preceded by the tokenizer's BOS token, the last one slid back to a full window. mie_lm's
-`evaluate_file(model, tok, file, window=block_size, stride=block_size, bos=True)` reads the same windows, so
+`evaluate_file(model, tokenizer, file, window=block_size, stride=block_size, bos=True)` reads the same windows, so
 both must report the same three numbers (target: 1e-3 relative). The model is the `tiny` preset trained for
 `--steps` AdamW steps on `python_docs` (seeded); the text is the first `--chars` characters of its
 validation split.

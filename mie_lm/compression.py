@@ -129,7 +129,7 @@ def _tied_int8(wte: nn.Embedding) -> tuple[Int8Embedding, Int8Linear]:
 
 # %% ../nbs/07_compression.ipynb
 class CompressedGPT(GPT):
-    "A `GPT` that may hold int8 layers and keeps `n_heads[l]` attention heads (of unchanged `head_dim`) in layer `l`."
+    "A `GPT` that may hold int8 layers and keeps `n_heads[l]` attention heads (of unchanged `head_dim`) in layer `l` (`n_heads` is a per-layer list, `GPTConfig.n_head` one count)."
     def __init__(self, config: GPTConfig, n_heads: list[int] | None = None): # heads per layer in [1, n_head]; None: all
         super().__init__(config)
         n_heads = [config.n_head] * config.n_layer if n_heads is None else n_heads
@@ -364,7 +364,7 @@ def _decode_speeds(variants: dict, prompts: torch.Tensor, new_tokens: int, repea
 
 # %% ../nbs/07_compression.ipynb
 def compression_report(variants: dict[str, GPT], # name -> model; the first is the reference (fp32)
-                       tok, texts: list[str], # tokenizer and validation texts for perplexity
+                       tokenizer, texts: list[str], # tokenizer and validation texts for perplexity
                        prompts: torch.Tensor, # (B, T) prompts; batch 1 uses the first row
                        new_tokens: int = 16, # generated per row, for speed and agreement
                        repeats: int = 3, # timing runs per variant (median)
@@ -379,7 +379,7 @@ def compression_report(variants: dict[str, GPT], # name -> model; the first is t
               for b in batch_sizes}
     rows = []
     for name, m in variants.items():
-        rep = evaluate_dataset(m, tok, texts, progress=False)[1]
+        rep = evaluate_dataset(m, tokenizer, texts, progress=False)[1]
         n, nz = _param_counts(m)
         out = generate(m, prompts, max_new_tokens=new_tokens, )
         rows.append(dict(variant=name, size_mb=checkpoint_size_mb(m), params=n, nonzero=nz,

@@ -39,7 +39,7 @@ def next_token_pairs(ids: torch.Tensor) -> dict:
     return {"input_ids": ids[:-1], "labels": ids[1:]}
 
 # %% ../nbs/02_data.ipynb
-def plot_shift(tok: BPETokenizer,  # the tokenizer that made `example`
+def plot_shift(tokenizer: BPETokenizer,  # the tokenizer that made `example`
                example: dict,  # `{"input_ids", "labels"}` as returned by `next_token_pairs`
                n: int = 12,  # number of positions to draw
               ):
@@ -50,7 +50,7 @@ def plot_shift(tok: BPETokenizer,  # the tokenizer that made `example`
     for y, (name, ids) in zip((1, 0), rows.items()):
         ax.text(-0.7, y, name, ha="right", va="center", family="monospace")
         for t, i in enumerate(ids):
-            text = "∅" if i == IGNORE_INDEX else repr(tok.decode([i]))[1:-1].replace(" ", "␣")  # make spaces visible
+            text = "∅" if i == IGNORE_INDEX else repr(tokenizer.decode([i]))[1:-1].replace(" ", "␣")  # make spaces visible
             ax.add_patch(plt.Rectangle((t - 0.45, y - 0.3), 0.9, 0.6, fc="#c7d7f5" if y else "#fde2a7", ec="grey"))
             ax.text(t, y + 0.06, text[:8], ha="center", va="center", fontsize=8, family="monospace")
             ax.text(t, y - 0.2, str(i), ha="center", va="center", fontsize=6, color="dimgray")
@@ -66,13 +66,13 @@ def _check_block_size(block_size) -> int:
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
     return block_size
 
-def _check_tokenizer(tok) -> BPETokenizer:
-    "`tok` if it has the `<|bos|>`, `<|eos|>` and `<|pad|>` ids and `encode_batch`, else a `ValueError`."
-    missing = [a for a in ("bos_id", "eos_id", "pad_id") if getattr(tok, a, None) is None]
-    if missing or not hasattr(tok, "encode_batch"):
-        raise ValueError(f"tokenizer {type(tok).__name__} lacks {missing or ['encode_batch']}: "
+def _check_tokenizer(tokenizer) -> BPETokenizer:
+    "`tokenizer` if it has the `<|bos|>`, `<|eos|>` and `<|pad|>` ids and `encode_batch`, else a `ValueError`."
+    missing = [a for a in ("bos_id", "eos_id", "pad_id") if getattr(tokenizer, a, None) is None]
+    if missing or not hasattr(tokenizer, "encode_batch"):
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} lacks {missing or ['encode_batch']}: "
                          f"use a `BPETokenizer` (it has <|bos|>, <|eos|> and <|pad|>)")
-    return tok
+    return tokenizer
 
 # %% ../nbs/02_data.ipynb
 CHUNK_CHARS = 2 ** 22  # most characters tokenized in one `encode_batch` call: bounds its memory
@@ -85,7 +85,7 @@ def _batches(items, max_items: int, max_chars: int):
         if len(batch) >= max_items or n >= max_chars: yield batch; batch, n = [], 0
     if batch: yield batch
 
-def _encode_chunks(docs: Iterable[str], tok: BPETokenizer, add_bos: bool, add_eos: bool,
+def _encode_chunks(docs: Iterable[str], tokenizer: BPETokenizer, add_bos: bool, add_eos: bool,
                    chunk_docs: int = 1024, progress: bool = True, total: int | None = None,
                    ends: Iterable[bool] | None = None, chunk_chars: int = CHUNK_CHARS):
     "Yield the token ids of `docs` batch by batch, BOS/EOS only at the document boundaries given by `ends`."
@@ -95,8 +95,8 @@ def _encode_chunks(docs: Iterable[str], tok: BPETokenizer, add_bos: bool, add_eo
     with tqdm(total=total, unit="text", desc="tokenizing", disable=not progress, leave=False) as bar:
         for batch in _batches(items, chunk_docs, chunk_chars):
             out = []
-            for ids, (_, end) in zip(tok.encode_batch([t for t, _ in batch]), batch):
-                out.append([tok.bos_id] * (add_bos and starts) + ids + [tok.eos_id] * (add_eos and end)); starts = end
+            for ids, (_, end) in zip(tokenizer.encode_batch([t for t, _ in batch]), batch):
+                out.append([tokenizer.bos_id] * (add_bos and starts) + ids + [tokenizer.eos_id] * (add_eos and end)); starts = end
             yield out
             bar.update(len(batch))
 
@@ -104,14 +104,14 @@ def _encode_chunks(docs: Iterable[str], tok: BPETokenizer, add_bos: bool, add_eo
 class LMDataset(Dataset):
     "Document mode: one `{input_ids, labels}` example per document, truncated to `block_size + 1` tokens."
     def __init__(self, docs: Sequence[str],  # documents (e.g. `corpus.train`)
-                 tok: BPETokenizer,  # tokenizer with `<|bos|>`, `<|eos|>` and `<|pad|>`
+                 tokenizer: BPETokenizer,  # tokenizer with `<|bos|>`, `<|eos|>` and `<|pad|>`
                  block_size: int,  # longest input sequence; examples hold at most `block_size + 1` tokens
                  add_bos: bool = True, add_eos: bool = True,  # wrap each document in `<|bos|>` ... `<|eos|>`
                  progress: bool = True):  # show a tokenizing progress bar
-        self.block_size, self.pad_id = _check_block_size(block_size), _check_tokenizer(tok).pad_id
+        self.block_size, self.pad_id = _check_block_size(block_size), _check_tokenizer(tokenizer).pad_id
         if isinstance(docs, str) or not len(docs): raise ValueError(f"empty corpus: docs must be a non-empty list of str, got {docs!r:.60}")
         if not any(docs): raise ValueError(f"empty corpus: all {len(docs)} documents are empty strings")
-        ids = [x for chunk in _encode_chunks(docs, tok, add_bos, add_eos, progress=progress) for x in chunk]
+        ids = [x for chunk in _encode_chunks(docs, tokenizer, add_bos, add_eos, progress=progress) for x in chunk]
         self.lengths = np.array([len(x) for x in ids])  # tokens per document before truncation
         self.examples = [torch.tensor(x[:block_size + 1]) for x in ids if len(x) >= 2]  # a pair needs two tokens
         if not self.examples: raise ValueError("no document has the 2 tokens an (input, label) pair needs; set add_bos/add_eos")
@@ -157,7 +157,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 # %% ../nbs/02_data.ipynb
 def pack_tokens(docs: Iterable[str],  # texts (any iterable: a list, or a generator reading files)
-                tok: BPETokenizer,  # tokenizer with `<|eos|>`
+                tokenizer: BPETokenizer,  # tokenizer with `<|eos|>`
                 path=None,  # write the stream to this file and memory-map it (default: keep it in memory)
                 add_bos: bool = False,  # also put `<|bos|>` before each document
                 chunk_docs: int = 1024,  # most texts tokenized per `encode_batch` call
@@ -165,13 +165,13 @@ def pack_tokens(docs: Iterable[str],  # texts (any iterable: a list, or a genera
                 ends: Iterable[bool] | None = None,  # per text: does a document end there? (default: every text is one)
                ) -> np.ndarray:
     "One token stream of `docs`, `<|eos|>` after each document: in memory, or written to `path` and memory-mapped."
-    dtype, n_tokens, n_text, n_docs, parts = token_dtype(_check_tokenizer(tok).vocab_size), 0, 0, 0, []
+    dtype, n_tokens, n_text, n_docs, parts = token_dtype(_check_tokenizer(tokenizer).vocab_size), 0, 0, 0, []
     tmp = None if path is None else Path(path).with_name(Path(path).name + ".tmp")
     with (open(tmp, "wb") if tmp else _NullFile()) as f:
-        for chunk in _encode_chunks(docs, tok, add_bos, True, chunk_docs, progress, ends=ends):
+        for chunk in _encode_chunks(docs, tokenizer, add_bos, True, chunk_docs, progress, ends=ends):
             arr = np.fromiter(itertools.chain.from_iterable(chunk), dtype=dtype)
             n_tokens, n_docs = n_tokens + len(arr), n_docs + len(chunk)
-            n_text += int(np.count_nonzero((arr != tok.bos_id) & (arr != tok.eos_id)))
+            n_text += int(np.count_nonzero((arr != tokenizer.bos_id) & (arr != tokenizer.eos_id)))
             if tmp: f.write(arr.tobytes())
             else: parts.append(arr)
     if n_text == 0:
@@ -193,13 +193,13 @@ def default_cache_dir() -> Path:
     "Folder for packed token streams: `$MIE_LM_CACHE`, else `~/.cache/mie_lm`."
     return Path(os.environ.get("MIE_LM_CACHE", Path.home() / ".cache" / "mie_lm"))
 
-def _cache_path(corpus: Corpus, split: str, tok: BPETokenizer, add_bos: bool, cache_dir) -> Path:
-    "The cache file of `corpus`'s `split` packed with `tok`: its name hashes everything the stream depends on."
-    key = hashlib.sha256(f"{corpus.fingerprint}|{split}|{tok.fingerprint}|{add_bos}|{token_dtype(tok.vocab_size)}".encode()).hexdigest()[:16]
+def _cache_path(corpus: Corpus, split: str, tokenizer: BPETokenizer, add_bos: bool, cache_dir) -> Path:
+    "The cache file of `corpus`'s `split` packed with `tokenizer`: its name hashes everything the stream depends on."
+    key = hashlib.sha256(f"{corpus.fingerprint}|{split}|{tokenizer.fingerprint}|{add_bos}|{token_dtype(tokenizer.vocab_size)}".encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', corpus.name)}-{split}-{key}.bin"
 
 # %% ../nbs/02_data.ipynb
-def packed_tokens(corpus: Corpus, tok: BPETokenizer,  # the corpus to pack, and the tokenizer with `<|eos|>`
+def packed_tokens(corpus: Corpus, tokenizer: BPETokenizer,  # the corpus to pack, and the tokenizer with `<|eos|>`
                   split: str = "train",  # "train" or "valid"
                   cache_dir=None,  # cache folder for the memory-mapped stream (default: in memory if small)
                   add_bos: bool = False,  # also put `<|bos|>` before each document
@@ -210,13 +210,13 @@ def packed_tokens(corpus: Corpus, tok: BPETokenizer,  # the corpus to pack, and 
     if split not in ("train", "valid"): raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
     docs, ends = getattr(corpus, split), corpus.ends(split)
     if cache_dir is None and sum(len(d) for d in docs) > max_in_memory_bytes: cache_dir = default_cache_dir()  # chars <= bytes
-    if cache_dir is None: return pack_tokens(docs, tok, add_bos=add_bos, progress=progress, ends=ends)
-    path = _cache_path(corpus, split, _check_tokenizer(tok), add_bos, cache_dir)
+    if cache_dir is None: return pack_tokens(docs, tokenizer, add_bos=add_bos, progress=progress, ends=ends)
+    path = _cache_path(corpus, split, _check_tokenizer(tokenizer), add_bos, cache_dir)
     if path.is_file():
         _log.info("packed tokens from cache %s", path)
-        return np.memmap(path, dtype=token_dtype(tok.vocab_size), mode="r")
+        return np.memmap(path, dtype=token_dtype(tokenizer.vocab_size), mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return pack_tokens(docs, tok, path=path, add_bos=add_bos, progress=progress, ends=ends)
+    return pack_tokens(docs, tokenizer, path=path, add_bos=add_bos, progress=progress, ends=ends)
 
 # %% ../nbs/02_data.ipynb
 class PackedDataset(Dataset):
@@ -243,7 +243,7 @@ class PackedDataset(Dataset):
 
 # %% ../nbs/02_data.ipynb
 @patch(cls_method=True)
-def from_corpus(cls: PackedDataset, corpus: Corpus, tok: BPETokenizer, block_size: int,  # corpus, tokenizer, tokens per input window
+def from_corpus(cls: PackedDataset, corpus: Corpus, tokenizer: BPETokenizer, block_size: int,  # corpus, tokenizer, tokens per input window
                 split: str = "train",  # "train" or "valid"
                 mode: str = "sequential",  # "sequential" or "random"
                 cache_dir=None,  # cache folder for the packed stream (see `packed_tokens`)
@@ -251,7 +251,7 @@ def from_corpus(cls: PackedDataset, corpus: Corpus, tok: BPETokenizer, block_siz
                ) -> PackedDataset:
     "A `PackedDataset` over the packed (and cached) token stream of `corpus`'s `split`."
     _check_block_size(block_size)
-    return cls(packed_tokens(corpus, tok, split, cache_dir, progress=False), block_size, mode, **kwargs)
+    return cls(packed_tokens(corpus, tokenizer, split, cache_dir, progress=False), block_size, mode, **kwargs)
 
 # %% ../nbs/02_data.ipynb
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -288,14 +288,14 @@ def lm_dataloader(ds: Dataset,  # an `LMDataset` or `PackedDataset`
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker)
 
 # %% ../nbs/02_data.ipynb
-def corpus_stats(corpora: Sequence[Corpus], tok: BPETokenizer) -> "pandas.DataFrame":
+def corpus_stats(corpora: Sequence[Corpus], tokenizer: BPETokenizer) -> "pandas.DataFrame":
     "One row per corpus and split: documents, bytes, tokens, bytes per token and the entropy floor (bits/byte)."
     import pandas as pd  # imported lazily: only this report needs pandas
     rows = []
     for c in corpora:
         for split in ("train", "valid"):
             docs = getattr(c, split)
-            n_bytes, n_tokens = sum(len(d.encode("utf-8")) for d in docs), sum(map(len, tok.encode_batch(docs)))
+            n_bytes, n_tokens = sum(len(d.encode("utf-8")) for d in docs), sum(map(len, tokenizer.encode_batch(docs)))
             rows.append(dict(corpus=c.name, split=split, documents=sum(c.ends(split)), bytes=n_bytes, tokens=n_tokens,
                              bytes_per_token=n_bytes / max(n_tokens, 1), floor_bpb=c.entropy_floor_bpb))
     return pd.DataFrame(rows)

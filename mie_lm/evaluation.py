@@ -155,11 +155,11 @@ def _check_window(model: GPT, window: int | None, stride: int | None) -> tuple[i
     window_spans(2, window, stride)  # validates stride against window
     return window, stride
 
-def _encode_checked(tok: BPETokenizer, texts: list[str], bos: bool) -> list[torch.Tensor]:
+def _encode_checked(tokenizer: BPETokenizer, texts: list[str], bos: bool) -> list[torch.Tensor]:
     "Token ids of each text (with `<|bos|>` if `bos`), or a `ValueError` naming an empty or too short text."
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t: raise ValueError(f"text {i} is empty (or not a str): {t!r}; nothing to score")
-    ids = [torch.tensor(x) for x in tok.encode_batch(texts, add_bos=bos)]
+    ids = [torch.tensor(x) for x in tokenizer.encode_batch(texts, add_bos=bos)]
     short = [i for i, x in enumerate(ids) if len(x) < 2]
     if short: raise ValueError(f"text {short[0]} ({texts[short[0]]!r:.40}) has fewer than 2 tokens; use bos=True to score a 1-token text")
     return ids
@@ -168,7 +168,7 @@ def _encode_checked(tok: BPETokenizer, texts: list[str], bos: bool) -> list[torc
 def _count_words(text: str) -> int: return len(re.split(r"\s+", text))  # lm-eval's word count
 
 def evaluate_text(model: GPT, # the model to evaluate
-                  tok: BPETokenizer, # its tokenizer
+                  tokenizer: BPETokenizer, # its tokenizer
                   text: str, # one text of any length
                   window: int | None = None, # input tokens per pass (default: `block_size`)
                   stride: int | None = None, # tokens the window moves (default: `window // 2`)
@@ -177,13 +177,13 @@ def evaluate_text(model: GPT, # the model to evaluate
                  ) -> PerplexityReport:
     "`PerplexityReport` of `model` on one (possibly long) `text`, scored with sliding windows."
     window, stride = _check_window(model, window, stride)
-    ids = _encode_checked(tok, [text], bos)[0]
+    ids = _encode_checked(tokenizer, [text], bos)[0]
     nll = score_sequences(model, [ids], window, stride, batch_size)[0]
     return PerplexityReport(nll.sum().item(), len(nll), len(text.encode("utf-8")), _count_words(text), window, stride, bos)
 
 # %% ../nbs/06_evaluation.ipynb
 def evaluate_file(model: GPT, # the model to evaluate
-                  tok: BPETokenizer, # its tokenizer
+                  tokenizer: BPETokenizer, # its tokenizer
                   path, # a UTF-8 text file
                   window: int | None = None, # input tokens per pass (default: `block_size`)
                   stride: int | None = None, # tokens the window moves (default: `window // 2`)
@@ -197,11 +197,11 @@ def evaluate_file(model: GPT, # the model to evaluate
     try: text = data.decode("utf-8")
     except UnicodeDecodeError as e: raise ValueError(f"{path} is not UTF-8 text: byte {e.start} is {data[e.start:e.start + 1]!r}") from None
     if not text: raise ValueError(f"{path} is empty: nothing to score")
-    return evaluate_text(model, tok, text, window, stride, bos, batch_size)
+    return evaluate_text(model, tokenizer, text, window, stride, bos, batch_size)
 
 # %% ../nbs/06_evaluation.ipynb
 def perplexity_vs_stride(model: GPT, # the model to evaluate
-                         tok: BPETokenizer, # its tokenizer
+                         tokenizer: BPETokenizer, # its tokenizer
                          text: str, # the text to score
                          strides: list[int], # strides to try, each in [1, window]
                          window: int | None = None, # input tokens per pass (default: `block_size`)
@@ -212,7 +212,7 @@ def perplexity_vs_stride(model: GPT, # the model to evaluate
     import pandas as pd  # imported lazily: only the tables need pandas
     rows = []
     for s in strides:
-        r = evaluate_text(model, tok, text, window, s, bos, batch_size)
+        r = evaluate_text(model, tokenizer, text, window, s, bos, batch_size)
         rows.append(dict(stride=s, window=r.window, perplexity=r.perplexity, bits_per_byte=r.bits_per_byte,
                          passes=len(window_spans(r.n_tokens + 1, r.window, s))))  # n_tokens + 1 ids score n_tokens
     return pd.DataFrame(rows)
@@ -230,7 +230,7 @@ def plot_stride_curve(df: "pandas.DataFrame", # a `perplexity_vs_stride` table
 
 # %% ../nbs/06_evaluation.ipynb
 def evaluate_dataset(model: GPT, # the model to evaluate
-                     tok: BPETokenizer, # its tokenizer
+                     tokenizer: BPETokenizer, # its tokenizer
                      texts: list[str], # the texts (documents) to score, each on its own
                      window: int | None = None, # input tokens per pass (default: `block_size`)
                      stride: int | None = None, # tokens the window moves (default: `window // 2`)
@@ -242,7 +242,7 @@ def evaluate_dataset(model: GPT, # the model to evaluate
     import pandas as pd  # imported lazily: only the tables need pandas
     if isinstance(texts, str) or not len(texts): raise ValueError(f"texts must be a non-empty list of str, got {texts!r:.40}")
     window, stride = _check_window(model, window, stride)
-    seqs = _encode_checked(tok, list(texts), bos)
+    seqs = _encode_checked(tokenizer, list(texts), bos)
     nlls = score_sequences(model, seqs, window, stride, batch_size, progress)
     df = pd.DataFrame(dict(n_tokens=[len(x) for x in nlls], n_bytes=[len(t.encode("utf-8")) for t in texts],
                            n_words=[_count_words(t) for t in texts], nll=[x.sum().item() for x in nlls]))
@@ -283,21 +283,21 @@ def plot_perplexity_comparison(tables: dict, # name -> per-text table from `eval
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
 def token_table(model: GPT, # the model to look into
-                tok: BPETokenizer, # its tokenizer
+                tokenizer: BPETokenizer, # its tokenizer
                 text: str, # at most `block_size + 1` tokens
                 bos: bool = True, # put `<|bos|>` first, so the first token gets a row too
                ) -> "pandas.DataFrame":
     "One row per scored token of `text`: `token`, `id`, `prob`, `nll` (nats), `rank` (1 = top guess), `top_guess`."
     import pandas as pd  # imported lazily: only the tables need pandas
-    ids = _encode_checked(tok, [text], bos)[0]
+    ids = _encode_checked(tokenizer, [text], bos)[0]
     if len(ids) - 1 > model.config.block_size:
         raise ValueError(f"text has {len(ids)} tokens, more than block_size + 1 = {model.config.block_size + 1}; use a shorter text")
     logits = model(ids[None, :-1].to(next(model.parameters()).device))[0].float().cpu()  # (T, V)
     target = logits.gather(-1, ids[1:, None])  # (T, 1) logit of the actual next token
     logp = logits.log_softmax(-1).gather(-1, ids[1:, None])[:, 0]
-    return pd.DataFrame(dict(position=range(1, len(ids)), token=[tok.decode([i]) for i in ids[1:].tolist()], id=ids[1:].tolist(),
+    return pd.DataFrame(dict(position=range(1, len(ids)), token=[tokenizer.decode([i]) for i in ids[1:].tolist()], id=ids[1:].tolist(),
                              prob=logp.exp().numpy(), nll=(-logp).numpy(), rank=(logits > target).sum(-1).add(1).numpy(),
-                             top_guess=[tok.decode([i]) for i in logits.argmax(-1).tolist()]))
+                             top_guess=[tokenizer.decode([i]) for i in logits.argmax(-1).tolist()]))
 
 # %% ../nbs/06_evaluation.ipynb
 def predictable_tokens(table: "pandas.DataFrame", # a `token_table`
@@ -352,7 +352,7 @@ def save_token_html(table: "pandas.DataFrame", # a `token_table`
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
 def next_token_topk(model: GPT, # the model to ask
-                    tok: BPETokenizer, # its tokenizer
+                    tokenizer: BPETokenizer, # its tokenizer
                     text: str, # the context (its last `block_size` tokens are used)
                     k: int = 10, # how many tokens to list
                     bos: bool = True, # put `<|bos|>` first
@@ -360,10 +360,10 @@ def next_token_topk(model: GPT, # the model to ask
     "The `k` most likely next tokens after `text` (its last `block_size` tokens) with their probabilities."
     import pandas as pd  # imported lazily: only the tables need pandas
     if not text and not bos: raise ValueError("text is empty and bos=False: there is no context to predict from")
-    ids = torch.tensor(tok.encode(text, add_bos=bos))[-model.config.block_size:]
+    ids = torch.tensor(tokenizer.encode(text, add_bos=bos))[-model.config.block_size:]
     probs = model(ids[None].to(next(model.parameters()).device))[0, -1].float().softmax(-1).cpu()
     p, i = probs.topk(min(k, len(probs)))
-    return pd.DataFrame(dict(token=[tok.decode([j]) for j in i.tolist()], id=i.tolist(), prob=p.numpy()))
+    return pd.DataFrame(dict(token=[tokenizer.decode([j]) for j in i.tolist()], id=i.tolist(), prob=p.numpy()))
 
 def plot_topk(df: "pandas.DataFrame", # a `next_token_topk` table
               ax=None, # matplotlib axes to draw on (default: a new figure)
@@ -379,16 +379,16 @@ def plot_topk(df: "pandas.DataFrame", # a `next_token_topk` table
 # %% ../nbs/06_evaluation.ipynb
 @torch.inference_mode()
 def attention_maps(model: GPT, # the model to look into
-                   tok: BPETokenizer, # its tokenizer
+                   tokenizer: BPETokenizer, # its tokenizer
                    text: str, # at most `block_size` tokens
                    bos: bool = True, # put `<|bos|>` first
                   ) -> tuple[list[torch.Tensor], list[str]]:
     "Per-layer attention `(1, n_head, T, T)` and token strings of `text`: the input of bertviz's `head_view`."
     if not text: raise ValueError("text is empty: no tokens to attend over")
-    ids = torch.tensor(tok.encode(text, add_bos=bos))
+    ids = torch.tensor(tokenizer.encode(text, add_bos=bos))
     if len(ids) > model.config.block_size: raise ValueError(f"text has {len(ids)} tokens, more than block_size={model.config.block_size}")
     _, att = model(ids[None].to(next(model.parameters()).device), output_attentions=True)
-    return [a.float().cpu() for a in att], [tok.decode([i]) for i in ids.tolist()]
+    return [a.float().cpu() for a in att], [tokenizer.decode([i]) for i in ids.tolist()]
 
 # %% ../nbs/06_evaluation.ipynb
 def plot_head(attention: list[torch.Tensor], # per-layer weights from `attention_maps`
@@ -431,7 +431,7 @@ def figure_html(fig, # a matplotlib figure (closed after rendering)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 def attention_explorer(model: GPT, # the model to look into
-                       tok: BPETokenizer, # its tokenizer
+                       tokenizer: BPETokenizer, # its tokenizer
                        text: str = "def f(x):\n    return x + 1", # the starting text
                       ) -> "ipywidgets.Widget":
     "An ipywidgets box: text, layer and head controls and the heatmap of the chosen head."
@@ -442,7 +442,7 @@ def attention_explorer(model: GPT, # the model to look into
     head = W.IntSlider(0, 0, model.config.n_head - 1, description="head")
     out = W.HTML()
     def render(_=None):
-        try: att, tokens = attention_maps(model, tok, box.value)
+        try: att, tokens = attention_maps(model, tokenizer, box.value)
         except ValueError as e: out.value = f"<p>{html.escape(str(e))}</p>"; return
         fig, ax = plt.subplots(figsize=(4.5, 4)); plot_head(att, tokens, layer.value, head.value, ax)
         out.value = figure_html(fig)

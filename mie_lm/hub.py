@@ -51,33 +51,33 @@ def gpt2_state_dict(model: GPT, # a model with the GPT-2 layout
 
 # %% ../nbs/03a_hub.ipynb
 def hf_config(model: GPT, # a model with the GPT-2 layout
-              tok: BPETokenizer, # its tokenizer (for the special-token ids)
+              tokenizer: BPETokenizer, # its tokenizer (for the special-token ids)
              ) -> dict:
-    "The `config.json` of a `GPT2LMHeadModel` holding `model`, with `tok`'s special-token ids."
+    "The `config.json` of a `GPT2LMHeadModel` holding `model`, with `tokenizer`'s special-token ids."
     c = check_gpt2_layout(model.config)
     return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                 n_positions=c.block_size, vocab_size=c.vocab_size, n_inner=None, activation_function="gelu_new",
                 resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=LN_EPS,
                 initializer_range=INIT_STD, scale_attn_weights=True, tie_word_embeddings=True, use_cache=True,
-                bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, torch_dtype="float32")
+                bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, torch_dtype="float32")
 
-def generation_config(tok: BPETokenizer, # the model's tokenizer
+def generation_config(tokenizer: BPETokenizer, # the model's tokenizer
                      ) -> dict:
-    "The `generation_config.json` of an exported model: `tok`'s begin, end and padding ids."
-    return dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    "The `generation_config.json` of an exported model: `tokenizer`'s begin, end and padding ids."
+    return dict(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
 
 # %% ../nbs/03a_hub.ipynb
-def tokenizer_files(tok: BPETokenizer, # the tokenizer to write
+def tokenizer_files(tokenizer: BPETokenizer, # the tokenizer to write
                     model_max_length: int, # longest input of the model (`block_size`)
                    ) -> dict[str, str]:
-    "Contents of `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for `tok`."
-    roles = dict(zip(("bos_token", "eos_token", "pad_token"), tok.special_tokens))
-    added = {str(tok.tk.token_to_id(t)): dict(content=t, lstrip=False, rstrip=False, normalized=False, single_word=False, special=True)
-             for t in dict.fromkeys(tok.special_tokens)}
+    "Contents of `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for `tokenizer`."
+    roles = dict(zip(("bos_token", "eos_token", "pad_token"), tokenizer.special_tokens))
+    added = {str(tokenizer.tk.token_to_id(t)): dict(content=t, lstrip=False, rstrip=False, normalized=False, single_word=False, special=True)
+             for t in dict.fromkeys(tokenizer.special_tokens)}
     config = dict(tokenizer_class="PreTrainedTokenizerFast", **roles, added_tokens_decoder=added,
                   model_max_length=model_max_length, padding_side="left", clean_up_tokenization_spaces=False,
                   split_special_tokens=True, add_bos_token=False, add_eos_token=False)  # encode as `BPETokenizer.encode`
-    return {"tokenizer.json": tok.tk.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
+    return {"tokenizer.json": tokenizer.tk.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
             "special_tokens_map.json": json.dumps(roles, indent=2)}
 
 # %% ../nbs/03a_hub.ipynb
@@ -97,17 +97,17 @@ def _move_into_place(tmp: Path, out: Path):
 
 # %% ../nbs/03a_hub.ipynb
 def export_hf(model: GPT, # a model with the GPT-2 layout
-              tok: BPETokenizer, # its tokenizer
+              tokenizer: BPETokenizer, # its tokenizer
               out_dir, # folder to create: what `from_pretrained` reads
               overwrite: bool = False, # replace an earlier export in `out_dir`
              ) -> Path:
-    "Write `model` and `tok` as a Hugging Face `GPT2LMHeadModel` folder with a fast tokenizer; return the folder."
+    "Write `model` and `tokenizer` as a Hugging Face `GPT2LMHeadModel` folder with a fast tokenizer; return the folder."
     from safetensors.torch import save_file
     out = Path(out_dir)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {model.config.vocab_size}: they do not belong together")
-    tensors, files = gpt2_state_dict(model), {"config.json": json.dumps(hf_config(model, tok), indent=2),
-        "generation_config.json": json.dumps(generation_config(tok), indent=2), **tokenizer_files(tok, model.config.block_size)}
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {model.config.vocab_size}: they do not belong together")
+    tensors, files = gpt2_state_dict(model), {"config.json": json.dumps(hf_config(model, tokenizer), indent=2),
+        "generation_config.json": json.dumps(generation_config(tokenizer), indent=2), **tokenizer_files(tokenizer, model.config.block_size)}
     _check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -63,7 +63,7 @@ def train(cls: BPETokenizer,
           texts: Iterable[str],  # training documents (any iterable of str; read once)
           vocab_size: int = 4096,  # total vocabulary: specials + 256 bytes + merges
           min_frequency: int = 2,  # a pair must occur this often to be merged
-          show_progress: bool = False,  # show the Rust trainer's progress bar
+          progress: bool = False,  # show the Rust trainer's progress bar
          ) -> BPETokenizer:
     "Train a byte-level BPE tokenizer on `texts`."
     min_vocab = len(SPECIAL_TOKENS) + N_BYTES
@@ -73,7 +73,7 @@ def train(cls: BPETokenizer,
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=progress,
                                   special_tokens=list(SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     n_chars = [0]
     def checked():
@@ -181,25 +181,25 @@ def load(cls: BPETokenizer, path,  # a `tokenizer.json` file, or the directory h
         raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from None
 
 # %% ../nbs/00_tokenizer.ipynb
-def bytes_per_token(tok: BPETokenizer, # the tokenizer to measure
+def bytes_per_token(tokenizer: BPETokenizer, # the tokenizer to measure
                     texts: Sequence[str], # sample texts
                    ) -> float:
-    "Average UTF-8 bytes per token of `tok` over `texts` (higher means better compression)."
+    "Average UTF-8 bytes per token of `tokenizer` over `texts` (higher means better compression)."
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = sum(len(ids) for ids in tok.encode_batch(texts))
+    n_tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
     if n_tokens == 0: raise ValueError("texts hold no tokens")
     return n_bytes / n_tokens
 
 # %% ../nbs/00_tokenizer.ipynb
-def token_explorer(tok: BPETokenizer, # the tokenizer to explore
+def token_explorer(tokenizer: BPETokenizer, # the tokenizer to explore
                    text: str = "Tokenizers split text into pieces.", # the starting text
                   ) -> "ipywidgets.Widget":
-    "An ipywidgets box: a text field and the live tokenization of its content by `tok`."
+    "An ipywidgets box: a text field and the live tokenization of its content by `tokenizer`."
     import ipywidgets as W  # imported lazily: the library does not need ipywidgets to run
     box = W.Textarea(value=text, layout=W.Layout(width="100%"))
     out = W.HTML()
     def render(_=None):
-        ids = tok.encode(box.value)
-        out.value = f"<p>{len(ids)} tokens, {len(box.value.encode('utf-8'))} bytes</p>" + tok.to_html(box.value)
+        ids = tokenizer.encode(box.value)
+        out.value = f"<p>{len(ids)} tokens, {len(box.value.encode('utf-8'))} bytes</p>" + tokenizer.to_html(box.value)
     box.observe(render, names="value"); render()
     return W.VBox([box, out])
