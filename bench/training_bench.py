@@ -1,12 +1,17 @@
 #!/usr/bin/env python
 """Training benchmark for `mie_lm.training` (issue 6): Trainer throughput against a plain loop over Hugging Face, and quality. Not a test.
 
-Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--budgets 60,120] [--no-write]
+Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--threads 1] [--budgets 60,120] [--throughput-only] [--no-write]
 1. Throughput, side by side: optimizer steps of the `small` preset (batch 8 x 256, AdamW, clipping) run
    by `Trainer` against a plain PyTorch loop over `GPT2LMHeadModel` of identical shape and weights
    (`GPT.to_hf_gpt2`; `model(input_ids, labels=input_ids)`, `AdamW`, `clip_grad_norm_`), in fp32 and with
-   bf16 autocast. Tokens/s = tokens per step / step wall time; median over `--repeats` x `--steps` steps,
-   the first 2 steps of each run discarded as warm-up; the four runs alternate within each repeat.
+   bf16 autocast. Each runner runs in its own fresh Python process (`--worker`), because the Trainer
+   changes a process-wide setting (`keep_freed_memory`, glibc's malloc thresholds) that would otherwise
+   carry over to the peer. A third runner, the same HF loop given the Trainer's two speed settings
+   (fused AdamW and `keep_freed_memory`), shows how much of the difference those settings are.
+   Tokens/s = tokens per step / step wall time (the Trainer's own timing includes loading the batch; the
+   loop's does not); median over `--repeats` x `--steps` steps, the first 2 steps of each run discarded as
+   warm-up; the runners' order rotates from repeat to repeat. Minor page faults per step are counted too.
 2. Quality on the synthetic corpus: the notebook's demo budget (300 steps of 16 documents, `tiny`), the same
    steps with batches of 32, and a 3x longer run at 32, against the entropy floor and against the true source scored on the same validation
    documents (a finite sample cannot reach the floor exactly).
@@ -16,7 +21,11 @@ Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--budgets 60,12
 Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,49 +39,79 @@ from mie_lm.corpora import python_docs, synthetic  # noqa: E402
 from mie_lm.data import LMDataset, PackedDataset  # noqa: E402
 from mie_lm.model import GPT, GPTConfig  # noqa: E402
 from mie_lm.tokenizer import BPETokenizer  # noqa: E402
-from mie_lm.training import Trainer, TrainingConfig, token_byte_lengths  # noqa: E402
+from mie_lm.training import Callback, Trainer, TrainingConfig, keep_freed_memory, param_groups, token_byte_lengths  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write_section  # noqa: E402
 
 
+def _minflt() -> int: return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class _Faults(Callback):
+    "Minor page faults of the process between consecutive optimizer steps."
+    def __init__(self): self.marks = []
+    def on_step_end(self, trainer, metrics): self.marks.append(_minflt())
+
+
 def trainer_tokens_per_s(model, data, precision, steps):
-    "Median tokens/s of `Trainer` steps (its own per-step timing) after 2 warm-up steps."
+    "Tokens/s of `Trainer` steps (its own per-step timing) and page faults per step, after 2 warm-up steps."
     cfg = TrainingConfig(max_steps=steps + 2, warmup_steps=1, batch_size=8, lr=1e-4, eval_every=0, log_every=1,
                          precision=precision, device="cpu", progress=False, restore_best=False, threads=torch.get_num_threads())
-    t = Trainer(model, cfg, data)
+    f = _Faults(); t = Trainer(model, cfg, data, callbacks=[f])
     t.fit()
-    return [h["tokens_per_s"] for h in t.history[2:]]
+    return [h["tokens_per_s"] for h in t.history[2:]], [b - a for a, b in zip(f.marks[1:], f.marks[2:])]
 
 
-def hf_tokens_per_s(hf, data, precision, steps):
-    "Median tokens/s of a plain PyTorch loop over a Hugging Face `GPT2LMHeadModel`."
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+def hf_tokens_per_s(hf, data, precision, steps, tuned=False):
+    "Tokens/s and page faults per step of a plain PyTorch loop over a Hugging Face `GPT2LMHeadModel` (`tuned`: fused AdamW)."
+    groups = param_groups(hf, 0.1) if tuned else hf.parameters()  # param_groups: the fused optimizer's groups, as the Trainer's
+    opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True if tuned else None)
     loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
-    out, it = [], iter(loader)
+    out, faults, it = [], [], iter(loader)
     for i in range(steps + 2):
         x = next(it)["input_ids"]
-        t0 = time.perf_counter()
+        f0, t0 = _minflt(), time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = hf(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
-        if i >= 2: out.append(x.numel() / (time.perf_counter() - t0))
-    return out
+        if i >= 2: out.append(x.numel() / (time.perf_counter() - t0)); faults.append(_minflt() - f0)
+    return out, faults
 
 
-def throughput(steps, repeats):
-    "Rows of (runner, precision, median tokens/s) for `small`, Trainer against the Hugging Face loop."
+RUNNERS = {"trainer": "mie_lm Trainer", "hf": "HF GPT2LMHeadModel, plain loop",
+           "hf_tuned": "HF plain loop + fused AdamW + keep_freed_memory"}
+
+
+def worker(runner, precisions, steps):
+    "One runner in this (fresh) process: {precision: (tokens/s list, faults list)} as JSON on stdout."
+    if runner == "hf_tuned": keep_freed_memory()
     data = PackedDataset((np.arange(200_000) * 7919 % 4093).astype(np.int64), 256)
+    out = {}
+    for precision in precisions:
+        torch.manual_seed(0); ours = GPT(GPTConfig.from_preset("small"))
+        if runner == "trainer": out[precision] = trainer_tokens_per_s(ours, data, precision, steps)
+        else:
+            hf = ours.to_hf_gpt2().train(); hf.config._attn_implementation = "sdpa"
+            out[precision] = hf_tokens_per_s(hf, data, precision, steps, tuned=runner == "hf_tuned")
+    print(json.dumps(out))
+
+
+def throughput(steps, repeats, threads):
+    "{(runner, precision): (median tokens/s, median page faults per step)} for `small`, each runner in a fresh process."
     res = {}
-    for _ in range(repeats):
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0); ours = GPT(GPTConfig.from_preset("small"))
-            hf = ours.to_hf_gpt2().train()
-            hf.config._attn_implementation = "sdpa"
-            res.setdefault(("mie_lm Trainer", precision), []).extend(trainer_tokens_per_s(ours, data, precision, steps))
-            res.setdefault(("HF GPT2LMHeadModel, plain loop", precision), []).extend(hf_tokens_per_s(hf, data, precision, steps))
-    return {k: statistics.median(v) for k, v in res.items()}
+    for r in range(repeats):
+        names = list(RUNNERS)[r % 3:] + list(RUNNERS)[:r % 3]  # rotate who goes first
+        precisions = ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")
+        for name in names:
+            cmd = [sys.executable, __file__, "--worker", name, "--precisions", ",".join(precisions), "--steps", str(steps), "--threads", str(threads)]
+            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            if p.returncode: raise RuntimeError(f"worker {name} failed:\n{p.stderr[-2000:]}")
+            for prec, (tps, faults) in json.loads(p.stdout.strip().splitlines()[-1]).items():
+                acc = res.setdefault((RUNNERS[name], prec), ([], [])); acc[0].extend(tps); acc[1].extend(faults)
+            print(f"repeat {r + 1}/{repeats}: {name} done", file=sys.stderr, flush=True)
+    return {k: (statistics.median(v), statistics.median(f)) for k, (v, f) in res.items()}
 
 
 def compile_check(steps):
@@ -124,31 +163,48 @@ def real_quality(preset, seconds):
     return r["last_valid"]["valid_bpb"], r["steps"], r["tokens"]
 
 
+def _previous_quality() -> list[str]:
+    "The quality part of the `training` section now in RESULTS.md (kept by a --throughput-only run), as lines."
+    from _common import RESULTS
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    sec = text[text.find("<!-- bench:training -->"):text.find("<!-- /bench:training -->")] if "<!-- bench:training -->" in text else ""
+    if "**Synthetic corpus" not in sec: return []
+    kept = sec[sec.index("**Synthetic corpus"):].strip()
+    return ["", "Quality rows below: from the last full run of this script (a `--throughput-only` run keeps them).", "", kept]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=5); p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budgets", default="60,120"); p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true"); p.add_argument("--throughput-only", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation on a CPU)")
+    p.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS); p.add_argument("--precisions", default="fp32,bf16", help=argparse.SUPPRESS)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.worker: return worker(a.worker, a.precisions.split(","), a.steps)
     import transformers
     t_start, lines = time.time(), [f"## Training (issue 6): `bench/training_bench.py`, {time.strftime('%Y-%m-%d')}", "", machine(transformers), ""]
-    tp = throughput(a.steps, a.repeats)
+    load0 = os.getloadavg()
+    tp = throughput(a.steps, a.repeats, a.threads)
     lines += ["**Training throughput, `small`** (batch 8 x 256, AdamW + clipping, one optimizer step = forward + backward + update; "
-              f"median of {a.repeats} x {a.steps} steps):", "", "| runner | precision | tokens/s |", "|---|---|---|"]
-    lines += [f"| {r} | {prec} | {v:,.0f} |" for (r, prec), v in sorted(tp.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+              f"median of {a.repeats} x {a.steps} steps; each runner in its own process, order rotated):", "",
+              "| runner | precision | tokens/s | page faults / step |", "|---|---|---|---|"]
+    lines += [f"| {r} | {prec} | {v:,.0f} | {f:,.0f} |" for (r, prec), (v, f) in sorted(tp.items(), key=lambda kv: (kv[0][1], list(RUNNERS.values()).index(kv[0][0])))]
+    ours, hf, tuned = RUNNERS["trainer"], RUNNERS["hf"], RUNNERS["hf_tuned"]
     for prec in ("fp32", "bf16"):
-        lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[('mie_lm Trainer', prec)] / tp[('HF GPT2LMHeadModel, plain loop', prec)]:.2f}x** |")
-    lines.append(f"\nThreads: {torch.get_num_threads()} (set with --threads; the Trainer is given the same count). "
-                 f"Load average at the end: {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())} on {__import__('os').cpu_count()} cores.")
+        lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[(ours, prec)][0] / tp[(hf, prec)][0]:.2f}x** | |")
+    for prec in ("fp32", "bf16"):
+        lines.append(f"| ratio Trainer / HF loop with the same two settings | {prec} | {tp[(ours, prec)][0] / tp[(tuned, prec)][0]:.2f}x | |")
+    lines.append(f"\nThreads: {a.threads} (set with --threads; the Trainer is given the same count). Load average (1/5/15 min) at the start "
+                 f"{' / '.join(f'{x:.1f}' for x in load0)}, at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores.")
     if a.compile:
         cs, e, c = compile_check(a.steps)
         lines.append(f"\n`torch.compile` on this CPU (`small`, fwd+bwd): compile {cs:.0f} s, eager {e:.2f} s/step, compiled {c:.2f} s/step "
                      f"({e / c:.2f}x): {'pays after ' + str(round(cs / max(e - c, 1e-9))) + ' steps' if c < e else 'never pays; not enabled'}.")
     print("\n".join(lines), flush=True)
     if a.throughput_only:
-        if not a.no_write: write_section("training", "\n".join(lines))
+        if not a.no_write: write_section("training", "\n".join(lines + _previous_quality()))
         return
     rows = []
     for steps, batch in ((300, 16), (300, 32), (900, 32)):

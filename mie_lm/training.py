@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import math
 import os
+import platform
 import random
 import re
 import shutil
@@ -36,12 +38,13 @@ _log = logging.getLogger(__name__)
 
 # %% auto 0
 __all__ = ['SCHEDULES', 'PRECISIONS', 'DEFAULT_MAX_STEPS', 'MAX_DEFAULT_WARMUP', 'METRICS_FILE', 'STATE_FILE', 'MODEL_FILE',
-           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TIMING_ROWS', 'TENSORBOARD_DIR',
-           'TrainingConfig', 'lr_at', 'plot_lr_schedule', 'param_groups', 'token_byte_lengths', 'bits_per_byte',
-           'LMScore', 'score_batches', 'Callback', 'StopKind', 'StopReason', 'init_distributed', 'SingleProcess',
-           'Trainer', 'MetricsLog', 'truncate_metrics', 'ProgressBar', 'EarlyStopping', 'remove_stale_temps',
-           'save_checkpoint', 'load_checkpoint', 'Checkpointer', 'RunFolderInUse', 'run_lock', 'DDP', 'plot_history',
-           'LivePlot', 'default_callbacks', 'pick_threads', 'TensorBoard']
+           'OPTIM_FILE', 'BEST_FILE', 'RESUMABLE_CHANGES', 'CHECKPOINTS', 'LOCK_FILE', 'TIMING_ROWS',
+           'KEEP_FREED_BYTES', 'TENSORBOARD_DIR', 'TrainingConfig', 'lr_at', 'plot_lr_schedule', 'param_groups',
+           'make_optimizer', 'token_byte_lengths', 'bits_per_byte', 'LMScore', 'score_batches', 'Callback', 'StopKind',
+           'StopReason', 'init_distributed', 'SingleProcess', 'Trainer', 'MetricsLog', 'truncate_metrics',
+           'ProgressBar', 'EarlyStopping', 'remove_stale_temps', 'save_checkpoint', 'load_checkpoint', 'Checkpointer',
+           'RunFolderInUse', 'run_lock', 'DDP', 'plot_history', 'LivePlot', 'default_callbacks', 'pick_threads',
+           'keep_freed_memory', 'TensorBoard']
 
 # %% ../nbs/05_training.ipynb
 SCHEDULES = ("linear", "cosine")  # learning-rate decay shapes after warmup
@@ -148,6 +151,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for p in model.parameters():  # each shared (tied) parameter once
         if p.requires_grad: (decay if p.ndim >= 2 and id(p) not in embeddings else no_decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+# %% ../nbs/05_training.ipynb
+def make_optimizer(model: nn.Module, config: TrainingConfig,  # the parameters, and the run's AdamW settings
+                   device: torch.device) -> torch.optim.AdamW:  # where the parameters live: fused AdamW on "cpu" and "cuda"
+    "AdamW over `param_groups(model, config.weight_decay)` with `config`'s learning rate and betas; fused where the device supports it."
+    fused = True if device.type in ("cpu", "cuda") else None  # None: PyTorch's default implementation
+    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+
 
 # %% ../nbs/05_training.ipynb
 def token_byte_lengths(tok: BPETokenizer,  # a byte-level BPE tokenizer
@@ -282,7 +293,7 @@ class Trainer:
                              f"sequences, larger than the training set ({len(train_ds)} sequences)")
         self.model, self.amp_dtype, self.processes = model.to(self.device), _amp_dtype(config.precision, self.device), SingleProcess()
         self.forward = self.model  # what the training step calls (the `DDP` callback wraps it)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2))
+        self.optimizer = make_optimizer(self.model, config, self.device)
         self.token_bytes = None if token_bytes is None else token_bytes.to(self.device)
         self.step = self.epoch = self.batch_in_epoch = self.tokens_seen = 0
         self.elapsed, self.history, self.stop_reason, self.last_eval, self.last_checkpoint = 0.0, [], None, None, None
@@ -384,6 +395,7 @@ def evaluate(self: Trainer, ds: Dataset | None = None,  # dataset to score (defa
 def fit(self: Trainer) -> dict:
     "Train until the budget is spent or the run is stopped; return the summary (with `stop_reason` and `stop_kind`)."
     with run_lock(self.config.out_dir) if self.is_main and self.config.out_dir else contextlib.nullcontext():
+        if self.device.type == "cpu": keep_freed_memory()
         pick_threads(self)
         batches, c = self._train_batches(), self.config
         self.model.train(); self.emit("on_fit_start")
@@ -679,6 +691,8 @@ def load_checkpoint(trainer: Trainer, path: str | Path | None = None) -> Path:
         if str(e).startswith("cannot resume"): raise
         raise ValueError(f"cannot resume from {path}: a file is missing or corrupt ({type(e).__name__}: {_first_line(e)})") from e
     trainer.optimizer.load_state_dict(_optimizer_state({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, state["optimizer"]))
+    for g in trainer.optimizer.param_groups:  # the saved groups name an implementation too: keep this optimizer's
+        for k in ("fused", "foreach"): g[k] = trainer.optimizer.defaults.get(k)
     torch.set_rng_state(tensors[f"rng.torch.{trainer.rank}"])
     if trainer.device.type == "cuda" and f"rng.cuda.{trainer.rank}" in tensors: torch.cuda.set_rng_state(tensors[f"rng.cuda.{trainer.rank}"], trainer.device)
     _set_rng_states(state["rng"])
@@ -846,6 +860,20 @@ def pick_threads(trainer: Trainer) -> int:
     torch.set_rng_state(rng); best = min(times, key=times.get); torch.set_num_threads(best)
     _log.info("threads: %s s per pass -> %d", {n: round(t, 4) for n, t in times.items()}, best)
     return best
+
+# %% ../nbs/05_training.ipynb
+KEEP_FREED_BYTES = 1 << 30  # blocks up to this size are served from (and freed back to) the process's heap
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's `mallopt` parameter numbers (malloc.h)
+
+def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:  # largest block, in bytes, to keep in the heap (< 2**31)
+    "Make glibc's `malloc` reuse freed blocks of up to `limit` bytes instead of mapping fresh pages for each; whether it applied."
+    if not (_is_int(limit, 1) and limit < 2**31): raise ValueError(f"limit must be an int of bytes in [1, 2**31), got {limit!r}")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc": return False
+    try: mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError): return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+
 
 # %% ../nbs/05_training.ipynb
 TENSORBOARD_DIR = "tensorboard"  # sub-folder of `out_dir` for the event files

@@ -320,3 +320,58 @@ def test_tensorboard_event_files_hold_the_scalars(tmp_path):
     assert [e.step for e in ev.Scalars("valid/bpb")] == [2, 4, 6, 8]
     hp = EventAccumulator(str(tmp_path / TENSORBOARD_DIR / "hparams")); hp.Reload()
     assert "hparam/valid_bpb" in hp.Tags()["scalars"]
+
+
+# ---- step speed: fused AdamW, reused memory ---------------------------------------------------------
+
+def test_optimizer_is_fused_on_cpu_and_stays_fused_after_resuming_an_unfused_checkpoint(tmp_path):
+    from mie_lm.training import make_optimizer
+    assert make_optimizer(tiny(), cfg(), torch.device("cpu")).defaults["fused"] is True
+    assert make_optimizer(tiny(), cfg(), torch.device("meta")).defaults["fused"] is None  # elsewhere: PyTorch's default
+    a = Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=4), ds(40))
+    a.optimizer = torch.optim.AdamW(param_groups(a.model, 0.1), lr=1e-3, betas=(0.9, 0.95))  # as runs saved before fused AdamW
+    a.fit()
+    t = Trainer(tiny(), cfg(out_dir=str(tmp_path), max_steps=6), ds(40)).resume()
+    assert all(g["fused"] is True and g["foreach"] is None for g in t.optimizer.param_groups)
+    assert t.fit()["steps"] == 6
+
+
+def test_fused_and_default_adamw_train_the_same():
+    runs = []
+    for fused in (True, False):
+        t = Trainer(tiny(), cfg(), ds(40))
+        if not fused: t.optimizer = torch.optim.AdamW(param_groups(t.model, 0.1), lr=1e-3, betas=(0.9, 0.95))
+        t.fit(); runs.append(torch.cat([p.detach().flatten() for p in t.model.parameters()]))
+    assert torch.allclose(*runs, atol=1e-5)
+
+
+def test_keep_freed_memory_bad_limit():
+    from mie_lm.training import keep_freed_memory
+    for bad in (0, 2**31, 1.5, True):
+        with pytest.raises(ValueError, match=rf"limit must be an int of bytes in \[1, 2\*\*31\), got {bad!r}"):
+            keep_freed_memory(bad)
+
+
+def test_fit_keeps_freed_memory_on_cpu(monkeypatch):
+    from mie_lm import training
+    calls = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda *a: calls.append(a) or True)
+    Trainer(tiny(), cfg(max_steps=2, warmup_steps=0), ds(40)).fit()
+    assert calls == [()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_stops_page_faults_of_large_tensors():
+    probe = textwrap.dedent("""
+        import resource, sys, torch
+        from mie_lm.training import keep_freed_memory
+        if sys.argv[1] == "keep": assert keep_freed_memory()
+        x = torch.randn(2048, 4096); y = x.log_softmax(-1); del y
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5): y = x.log_softmax(-1); del y
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+    """)
+    faults = {how: float(subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True, check=True).stdout)
+              for how in ("default", "keep")}
+    if faults["default"] < 1000: pytest.skip(f"few faults even by default (huge pages?): {faults}")  # 32 MiB = 8192 pages of 4 KiB
+    assert faults["keep"] < faults["default"] / 100, faults
