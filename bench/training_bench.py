@@ -11,7 +11,8 @@ Usage: python bench/training_bench.py [--steps 5] [--repeats 3] [--threads 1] [-
    (fused AdamW and `keep_freed_memory`), shows how much of the difference those settings are.
    Tokens/s = tokens per step / step wall time (the Trainer's own timing includes loading the batch; the
    loop's does not); median over `--repeats` x `--steps` steps, the first 2 steps of each run discarded as
-   warm-up; the runners' order rotates from repeat to repeat. Minor page faults per step are counted too.
+   warm-up; the runners' order rotates from repeat to repeat. Tokens per CPU-second (the process's CPU time
+   per step) is less sensitive to other programs on a shared machine than wall time. Minor page faults per step are counted too.
 2. Quality on the synthetic corpus: the notebook's demo budget (300 steps of 16 documents, `tiny`), the same
    steps with batches of 32, and a 3x longer run at 32, against the entropy floor and against the true source scored on the same validation
    documents (a finite sample cannot reach the floor exactly).
@@ -47,37 +48,38 @@ from _common import machine, write_section  # noqa: E402
 def _minflt() -> int: return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-class _Faults(Callback):
-    "Minor page faults of the process between consecutive optimizer steps."
+class _Marks(Callback):
+    "Minor page faults and CPU time of the process at the end of each optimizer step."
     def __init__(self): self.marks = []
-    def on_step_end(self, trainer, metrics): self.marks.append(_minflt())
+    def on_step_end(self, trainer, metrics): self.marks.append((_minflt(), time.process_time(), metrics["tokens"]))
 
 
 def trainer_tokens_per_s(model, data, precision, steps):
-    "Tokens/s of `Trainer` steps (its own per-step timing) and page faults per step, after 2 warm-up steps."
+    "Tokens/s of `Trainer` steps (its own per-step timing), tokens per CPU-second and page faults per step, after 2 warm-up steps."
     cfg = TrainingConfig(max_steps=steps + 2, warmup_steps=1, batch_size=8, lr=1e-4, eval_every=0, log_every=1,
                          precision=precision, device="cpu", progress=False, restore_best=False, threads=torch.get_num_threads())
-    f = _Faults(); t = Trainer(model, cfg, data, callbacks=[f])
+    m = _Marks(); t = Trainer(model, cfg, data, callbacks=[m])
     t.fit()
-    return [h["tokens_per_s"] for h in t.history[2:]], [b - a for a, b in zip(f.marks[1:], f.marks[2:])]
+    pairs = list(zip(m.marks[1:], m.marks[2:]))  # step i's share: from the end of step i - 1 to the end of step i
+    return ([h["tokens_per_s"] for h in t.history[2:]], [(b[2] - a[2]) / (b[1] - a[1]) for a, b in pairs], [b[0] - a[0] for a, b in pairs])
 
 
 def hf_tokens_per_s(hf, data, precision, steps, tuned=False):
-    "Tokens/s and page faults per step of a plain PyTorch loop over a Hugging Face `GPT2LMHeadModel` (`tuned`: fused AdamW)."
+    "Tokens/s, tokens per CPU-second and page faults per step of a plain PyTorch loop over a Hugging Face `GPT2LMHeadModel` (`tuned`: fused AdamW)."
     groups = param_groups(hf, 0.1) if tuned else hf.parameters()  # param_groups: the fused optimizer's groups, as the Trainer's
     opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True if tuned else None)
     loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
-    out, faults, it = [], [], iter(loader)
+    out, cpu, faults, it = [], [], [], iter(loader)
     for i in range(steps + 2):
         x = next(it)["input_ids"]
-        f0, t0 = _minflt(), time.perf_counter()
+        f0, c0, t0 = _minflt(), time.process_time(), time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = hf(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
-        if i >= 2: out.append(x.numel() / (time.perf_counter() - t0)); faults.append(_minflt() - f0)
-    return out, faults
+        if i >= 2: out.append(x.numel() / (time.perf_counter() - t0)); cpu.append(x.numel() / (time.process_time() - c0)); faults.append(_minflt() - f0)
+    return out, cpu, faults
 
 
 RUNNERS = {"trainer": "mie_lm Trainer", "hf": "HF GPT2LMHeadModel, plain loop",
@@ -85,7 +87,7 @@ RUNNERS = {"trainer": "mie_lm Trainer", "hf": "HF GPT2LMHeadModel, plain loop",
 
 
 def worker(runner, precisions, steps):
-    "One runner in this (fresh) process: {precision: (tokens/s list, faults list)} as JSON on stdout."
+    "One runner in this (fresh) process: {precision: (tokens/s, tokens per CPU-second, faults) lists} as JSON on stdout."
     if runner == "hf_tuned": keep_freed_memory()
     data = PackedDataset((np.arange(200_000) * 7919 % 4093).astype(np.int64), 256)
     out = {}
@@ -99,7 +101,7 @@ def worker(runner, precisions, steps):
 
 
 def throughput(steps, repeats, threads):
-    "{(runner, precision): (median tokens/s, median page faults per step)} for `small`, each runner in a fresh process."
+    "{(runner, precision): medians of (tokens/s, tokens per CPU-second, page faults per step)} for `small`, each runner in a fresh process."
     res = {}
     for r in range(repeats):
         names = list(RUNNERS)[r % 3:] + list(RUNNERS)[:r % 3]  # rotate who goes first
@@ -108,10 +110,10 @@ def throughput(steps, repeats, threads):
             cmd = [sys.executable, __file__, "--worker", name, "--precisions", ",".join(precisions), "--steps", str(steps), "--threads", str(threads)]
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
             if p.returncode: raise RuntimeError(f"worker {name} failed:\n{p.stderr[-2000:]}")
-            for prec, (tps, faults) in json.loads(p.stdout.strip().splitlines()[-1]).items():
-                acc = res.setdefault((RUNNERS[name], prec), ([], [])); acc[0].extend(tps); acc[1].extend(faults)
+            for prec, lists in json.loads(p.stdout.strip().splitlines()[-1]).items():
+                for acc, v in zip(res.setdefault((RUNNERS[name], prec), ([], [], [])), lists): acc.extend(v)
             print(f"repeat {r + 1}/{repeats}: {name} done", file=sys.stderr, flush=True)
-    return {k: (statistics.median(v), statistics.median(f)) for k, (v, f) in res.items()}
+    return {k: tuple(statistics.median(v) for v in lists) for k, lists in res.items()}
 
 
 def compile_check(steps):
@@ -189,13 +191,15 @@ def main():
     tp = throughput(a.steps, a.repeats, a.threads)
     lines += ["**Training throughput, `small`** (batch 8 x 256, AdamW + clipping, one optimizer step = forward + backward + update; "
               f"median of {a.repeats} x {a.steps} steps; each runner in its own process, order rotated):", "",
-              "| runner | precision | tokens/s | page faults / step |", "|---|---|---|---|"]
-    lines += [f"| {r} | {prec} | {v:,.0f} | {f:,.0f} |" for (r, prec), (v, f) in sorted(tp.items(), key=lambda kv: (kv[0][1], list(RUNNERS.values()).index(kv[0][0])))]
+              "| runner | precision | tokens/s | tokens per CPU-second | page faults / step |", "|---|---|---|---|---|"]
+    lines += [f"| {r} | {prec} | {v:,.0f} | {c:,.0f} | {f:,.0f} |" for (r, prec), (v, c, f) in sorted(tp.items(), key=lambda kv: (kv[0][1], list(RUNNERS.values()).index(kv[0][0])))]
     ours, hf, tuned = RUNNERS["trainer"], RUNNERS["hf"], RUNNERS["hf_tuned"]
     for prec in ("fp32", "bf16"):
-        lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[(ours, prec)][0] / tp[(hf, prec)][0]:.2f}x** | |")
+        lines.append(f"| **ratio Trainer / HF loop** | {prec} | **{tp[(ours, prec)][0] / tp[(hf, prec)][0]:.2f}x** | "
+                     f"**{tp[(ours, prec)][1] / tp[(hf, prec)][1]:.2f}x** | |")
     for prec in ("fp32", "bf16"):
-        lines.append(f"| ratio Trainer / HF loop with the same two settings | {prec} | {tp[(ours, prec)][0] / tp[(tuned, prec)][0]:.2f}x | |")
+        lines.append(f"| ratio Trainer / HF loop with the same two settings | {prec} | {tp[(ours, prec)][0] / tp[(tuned, prec)][0]:.2f}x | "
+                     f"{tp[(ours, prec)][1] / tp[(tuned, prec)][1]:.2f}x | |")
     lines.append(f"\nThreads: {a.threads} (set with --threads; the Trainer is given the same count). Load average (1/5/15 min) at the start "
                  f"{' / '.join(f'{x:.1f}' for x in load0)}, at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores.")
     if a.compile:

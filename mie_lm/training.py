@@ -154,7 +154,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 # %% ../nbs/05_training.ipynb
 def make_optimizer(model: nn.Module, config: TrainingConfig,  # the parameters, and the run's AdamW settings
-                   device: torch.device) -> torch.optim.AdamW:  # where the parameters live: fused AdamW on "cpu" and "cuda"
+                   device: torch.device,  # where the parameters live: fused AdamW on "cpu" and "cuda"
+                  ) -> torch.optim.AdamW:
     "AdamW over `param_groups(model, config.weight_decay)` with `config`'s learning rate and betas; fused where the device supports it."
     fused = True if device.type in ("cpu", "cuda") else None  # None: PyTorch's default implementation
     return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
@@ -866,7 +867,8 @@ KEEP_FREED_BYTES = 1 << 30  # blocks up to this size are served from (and freed 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's `mallopt` parameter numbers (malloc.h)
 
-def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:  # largest block, in bytes, to keep in the heap (< 2**31)
+def keep_freed_memory(limit: int = KEEP_FREED_BYTES,  # largest block, in bytes, served from the heap (< 2**31)
+                     ) -> bool:  # whether glibc took the setting
     "Make glibc's `malloc` reuse freed blocks of up to `limit` bytes instead of mapping fresh pages for each; whether it applied."
     if not (_is_int(limit, 1) and limit < 2**31): raise ValueError(f"limit must be an int of bytes in [1, 2**31), got {limit!r}")
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc": return False
