@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation benchmark for `mie_lm.generation`: `generate` against Hugging Face `generate()`. Not a test.
 
-Usage: python bench/generation_bench.py [--repeats 3] [--threads 1] [--no-write]
+Usage: python bench/generation_bench.py [--repeats 3] [--threads 1] [--no-compile] [--no-write]
 Same weights on both sides (`GPT.to_hf_gpt2`), fp32, CPU, greedy, a 16-token prompt, EOS off so every run
 produces the same number of tokens; the sides alternate within each repeat, in an order rotated from repeat to repeat (on this machine the run right
 after an HF `generate` measured slower, whichever model it was), and we report the median.
@@ -14,10 +14,15 @@ after an HF `generate` measured slower, whichever model it was), and we report t
 2. Batch 8: tokens/s (8 rows) and the ratio to batch 1.
 3. KV cache on vs off at 512 new tokens (one run each; at the 124M shape the uncached run, about 10 minutes,
    is estimated from full forwards timed at 5 lengths between 16 and 527 tokens, integrated over the 512 steps).
+4. With `generate(..., compile=True)` (the decode step compiled by `torch.compile` with `decode_backend`) at batch 1:
+   tokens/s, the first call's compile time from a cold compile cache (a fresh TORCHINDUCTOR_CACHE_DIR), and the
+   break-even: the number of new tokens after which compiling has paid for itself.
 Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.
 """
 import argparse
+import os
 import statistics
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -77,32 +82,41 @@ def read_bandwidth(nbytes=512 * 2**20, repeats=5):
     return nbytes / min(timed(a.sum) for _ in range(repeats))
 
 
-def compare(name, repeats, n, B=1, loop=False):
+def compare(name, repeats, n, B=1, loop=False, compiled=False):
     torch.manual_seed(0)
     m = GPT(GPTConfig(**SHAPES[name])).eval(); hf = m.to_hf_gpt2().eval()
     x = torch.randint(3, m.config.vocab_size, (B, PROMPT))
-    same = torch.equal(generate(m, x, max_new_tokens=16), hf_gen(hf, x, 16)())  # also warms up both
-    runs = {"ours": ours(m, x, n), "hf": hf_gen(hf, x, n)} | ({"loop": forward_loop(m, x, n)} if loop else {})
+    ref = hf_gen(hf, x, 16)()
+    same = torch.equal(generate(m, x, max_new_tokens=16), ref)  # also warms up both
+    extra = {}
+    if compiled:  # the first call compiles (cold cache): its time beyond an eager call of the same length
+        eager_s = timed(lambda: generate(m, x, max_new_tokens=16))
+        first_s = timed(lambda: extra.setdefault("out", generate(m, x, max_new_tokens=16, compile=True)))
+        extra = dict(compile_s=first_s - eager_s, same_compiled=torch.equal(extra["out"], ref))
+    runs = {"ours": ours(m, x, n), "hf": hf_gen(hf, x, n)} | ({"loop": forward_loop(m, x, n)} if loop else {}) | (
+        {"compiled": ours(m, x, n, compile=True)} if compiled else {})
     t = {k: [] for k in runs}
     keys = list(runs)
     for r in range(repeats):  # rotate the order: whatever runs right after HF's generate measured slower here
         for k in keys[r % len(keys):] + keys[:r % len(keys)]: t[k].append(timed(runs[k]))
     tps = {k: B * n / statistics.median(v) for k, v in t.items()}
-    return dict(model=m, tps=tps, same=same, n=n, B=B, spread={k: (min(v), max(v)) for k, v in t.items()})
+    return dict(model=m, tps=tps, same=same, n=n, B=B, spread={k: (min(v), max(v)) for k, v in t.items()}, **extra)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3); ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--no-write", action="store_true"); ap.add_argument("--no-compile", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_")  # cold compiles, as on a fresh machine
+    comp = not args.no_compile
     import transformers
     t_start, info = time.time(), machine(transformers)
     lines = []
     big = "124M shape (12x768, V 8192)"
-    rows = {name: compare(name, args.repeats, 256, loop=True) for name in list(SHAPES)[:2]}
-    rows[big] = compare(big, 2, 128)
+    rows = {name: compare(name, args.repeats, 256, loop=True, compiled=comp) for name in list(SHAPES)[:2]}
+    rows[big] = compare(big, 2, 128, compiled=comp)
     bw = read_bandwidth()
     m = rows[big]["model"]
     weight_bytes = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if "wpe" not in n)  # one wpe row only
@@ -114,14 +128,28 @@ def main():
         loop = f"{r['tps']['loop']:,.0f}" if "loop" in r["tps"] else "-"
         lines.append(f"| {name} | {r['n']} | {r['tps']['ours']:,.0f} | {r['tps']['hf']:,.0f} | **{r['tps']['ours'] / r['tps']['hf']:.2f}x** | {loop} | {r['same']} |")
     frac = floor_s * rows[big]["tps"]["ours"]
+    compiled_frac = f", compiled **{floor_s * rows[big]['tps']['compiled']:.0%}**" if comp else ""
     lines += ["", f"124M shape: {weight_bytes / 2**20:,.0f} MiB of weights read per token; read bandwidth measured now "
               f"{bw / 1e9:.1f} GB/s (sum over 512 MiB, one thread) -> floor {floor_s * 1e3:.1f} ms/token = {1 / floor_s:.1f} tokens/s; "
-              f"mie_lm reaches **{frac:.0%}** of the floor, HF {floor_s * rows[big]['tps']['hf']:.0%}.", ""]
-    b8 = {name: compare(name, 2 if name == big else args.repeats, 128 if name == big else 256, B=8) for name in (list(SHAPES)[0], big)}
+              f"mie_lm reaches **{frac:.0%}** of the floor{compiled_frac}, HF {floor_s * rows[big]['tps']['hf']:.0%}.", ""]
+    if comp:
+        lines += ["**Batch 1, greedy, compiled decode step** (`generate(..., compile=True)`; same runs as above, interleaved with them; "
+                  "compile time = first call minus an eager call, cold compile cache):", "",
+                  "| model | compiled tokens/s | **ratio to HF** | ratio to eager `generate` | same tokens as HF | compile s | break-even (new tokens) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            c, e = r["tps"]["compiled"], r["tps"]["ours"]
+            gain = 1 / e - 1 / c  # seconds saved per token
+            be = f"{r['compile_s'] / gain:,.0f}" if gain > 0 else "never"
+            lines.append(f"| {name} | {c:,.0f} | **{c / r['tps']['hf']:.2f}x** | {c / e:.2f}x | {r['same_compiled']} | {r['compile_s']:.1f} | {be} |")
+        lines.append("")
+    b8 = {name: compare(name, 2 if name == big else args.repeats, 128 if name == big else 256, B=8, compiled=comp) for name in (list(SHAPES)[0], big)}
     lines += ["**Batch 8, greedy** (tokens/s counts all 8 rows):", "",
-              "| model | mie_lm tokens/s | ratio to batch 1 | HF tokens/s | ratio to HF |", "|---|---|---|---|---|"]
+              "| model | mie_lm tokens/s | ratio to batch 1 | HF tokens/s | ratio to HF | compiled tokens/s | **compiled ratio to HF** | compiled same tokens as HF |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, r in b8.items():
-        lines.append(f"| {name} | {r['tps']['ours']:,.0f} | {r['tps']['ours'] / rows[name]['tps']['ours']:.1f}x | {r['tps']['hf']:,.0f} | {r['tps']['ours'] / r['tps']['hf']:.2f}x |")
+        c = (f"{r['tps']['compiled']:,.0f} | **{r['tps']['compiled'] / r['tps']['hf']:.2f}x** | {r['same_compiled']}" if comp else "- | - | -")
+        lines.append(f"| {name} | {r['tps']['ours']:,.0f} | {r['tps']['ours'] / rows[name]['tps']['ours']:.1f}x | {r['tps']['hf']:,.0f} | {r['tps']['ours'] / r['tps']['hf']:.2f}x | {c} |")
     lines += ["", "**KV cache on vs off, 512 new tokens, batch 1** (one run each):", "",
               "| model | cache on tokens/s | cache off tokens/s | ratio |", "|---|---|---|---|"]
     for name in (list(SHAPES)[0], big):

@@ -105,6 +105,8 @@ def _add_generate(sub):
     p.add_argument("--long-prompt", default="error", choices=["error", "truncate"],
                    help="a prompt too long for the model: fail, or keep its end (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step with torch.compile: a slow first token, faster ones after (long generations)")
     add_config_args(p, SamplingConfig, suppress_defaults=True, defaults=DEFAULT_SAMPLING).title = \
         "sampling options (any of them means sampling; --no-do-sample: greedy)"
 
@@ -216,7 +218,8 @@ def _generate(args):
     def show(piece: str):
         if not started: print(prompts[0], end="", flush=True); started.append(True)
         print(piece, end="", flush=True)
-    outs = generate_run(args.checkpoint, prompts, args.max_new_tokens, sampling, args.seed, stream, show, args.device, args.long_prompt)
+    outs = generate_run(args.checkpoint, prompts, args.max_new_tokens, sampling, args.seed, stream, show, args.device,
+                        args.long_prompt, args.compile)
     if stream: print("" if started else prompts[0] + outs[0]); return
     for p, o in zip(prompts, outs): print(f"--- {p!r}\n{p}{o}")
 

@@ -17,8 +17,8 @@ from .model import GPT, is_int, is_number
 # %% auto 0
 __all__ = ['apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'repetition_penalty_filter', 'SamplingConfig',
            'sampling_config', 'process_logits', 'choose', 'check_finite', 'plot_next_token', 'DecodeState', 'prefill',
-           'decode_one_token', 'Step', 'Stopping', 'generate', 'stream_generate', 'generate_text', 'generation_trace',
-           'sampling_explorer', 'chi_square_pvalue']
+           'decode_one_token', 'decode_backend', 'compiled_decode_step', 'Step', 'Stopping', 'generate',
+           'stream_generate', 'generate_text', 'generation_trace', 'sampling_explorer', 'chi_square_pvalue']
 
 # %% ../nbs/04_generation.ipynb
 def _check_temperature(t):
@@ -199,15 +199,17 @@ class DecodeState:
     pos: int  # cache slot of the next token (= tokens cached so far)
     position_ids: torch.Tensor  # (B, 1) long: position of the next token in each row (padding not counted)
     mask: torch.Tensor | None  # (B, max_len) bool: False only on the prompt's padding; None: no padding
+    compiled: bool = False  # decode with `compiled_decode_step` (see *Compiling the decode step*)
 
 # %% ../nbs/04_generation.ipynb
 @torch.inference_mode()
 def prefill(model: GPT, input_ids: torch.Tensor, # (B, T) prompt, left-padded
             attention_mask: torch.Tensor | None = None, # (B, T) 1 = real token, 0 = padding
-            max_len: int | None = None): # cache length: T + new tokens; default `block_size`
+            max_len: int | None = None, # cache length: T + new tokens; default `block_size`
+            compile: bool = False): # decode with the compiled step; the cache then always holds `block_size` slots
     "Run the prompt through `model`, filling a fresh KV cache; return the last logits `(B, V)` and a `DecodeState`."
     B, T = input_ids.shape
-    max_len = max_len or model.config.block_size
+    max_len = model.config.block_size if compile else max_len or model.config.block_size  # compiled: one cache shape
     model.setup_cache(B, max_len)
     mask = None
     if attention_mask is not None:
@@ -215,17 +217,54 @@ def prefill(model: GPT, input_ids: torch.Tensor, # (B, T) prompt, left-padded
         mask[:, :T] = attention_mask.bool()
     logits = model(input_ids, attention_mask=None if mask is None else mask[:, :T], cache_pos=0)[:, -1]  # (B, V)
     n_real = torch.full((B, 1), T, device=input_ids.device) if mask is None else mask[:, :T].sum(-1, keepdim=True)
-    return logits, DecodeState(T, n_real, mask)
+    return logits, DecodeState(T, n_real, mask, compile)
 
 # %% ../nbs/04_generation.ipynb
+def _decode_step(model, token, mask, position_ids, pos):
+    "The model call of one decode step: logits `(B, V)` of the position after `token`."
+    return model(token, attention_mask=mask, position_ids=position_ids, cache_pos=pos)[:, -1]
+
 @torch.inference_mode()
 def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token of each row
                      state: DecodeState): # from `prefill`; advanced in place
     "Logits `(B, V)` of the position after `token`, using and extending the KV cache."
     mask = None if state.mask is None else state.mask[:, :state.pos + 1]  # (B, S) a view, no copy
-    logits = model(token, attention_mask=mask, position_ids=state.position_ids, cache_pos=state.pos)[:, -1]
+    step = compiled_decode_step() if state.compiled else _decode_step
+    logits = step(model, token, mask, state.position_ids, state.pos)
     state.pos += 1; state.position_ids.add_(1)
     return logits
+
+
+# %% ../nbs/04_generation.ipynb
+def _row_addmm(bias, mat1, mat2, beta=1, alpha=1):
+    "`bias + mat1 @ mat2` for a one-row `mat1`, as a sum over the input channels (one pass over the weight)."
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+    if not (statically_known_true(mat1.size(0) == 1) and beta == 1 and alpha == 1): return NotImplemented  # Inductor's default
+    return (mat1.reshape(-1, 1) * mat2).sum(0, keepdim=True) + bias
+
+def _row_mm(mat1, mat2):
+    "`mat1 @ mat2` for a one-row `mat1` (the LM head, which has no bias), likewise."
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+    if not statically_known_true(mat1.size(0) == 1): return NotImplemented
+    return (mat1.reshape(-1, 1) * mat2).sum(0, keepdim=True)
+
+def decode_backend(gm, example_inputs):
+    "A `torch.compile` backend: Inductor, with one-row matrix products rewritten as fused reductions instead of BLAS calls."
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+    aten = torch.ops.aten
+    table = {**select_decomp_table(), aten.addmm.default: _row_addmm, aten.mm.default: _row_mm}
+    return compile_fx(gm, example_inputs, decompositions=table)
+
+
+# %% ../nbs/04_generation.ipynb
+_compiled = {}  # the compiled step, built on first use and shared by every model
+
+def compiled_decode_step():
+    "`_decode_step` compiled with `decode_backend`: one graph per batch size and model layout, reused across calls."
+    if "step" not in _compiled: _compiled["step"] = torch.compile(_decode_step, backend=decode_backend, fullgraph=True, dynamic=True)
+    return _compiled["step"]
+
 
 # %% ../nbs/04_generation.ipynb
 def _check_prompt(model, input_ids, attention_mask, n, bos_token_id, long_prompt):
@@ -287,14 +326,14 @@ def _hit_stop(tokenizer, new_ids, stop_strings):
     return torch.tensor([any(s in tokenizer.decode(r) for s in stop_strings) for r in new_ids.tolist()], device=new_ids.device)
 
 # %% ../nbs/04_generation.ipynb
-def _steps(model, ids, mask, n, cfg: SamplingConfig, stop: Stopping, use_cache, generator) -> Iterator[Step]:
+def _steps(model, ids, mask, n, cfg: SamplingConfig, stop: Stopping, use_cache, generator, compile=False) -> Iterator[Step]:
     "Yield a `Step` per new token until `n` tokens or every row stopped."
     if n == 0: return
     B, T = ids.shape
     out = torch.cat([ids, ids.new_zeros(B, n)], 1)  # (B, T + n) all tokens so far, written in place
     full = torch.cat([mask, mask.new_ones(B, n)], 1) if mask is not None else None  # (B, T + n)
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
-    logits, state = prefill(model, ids, mask, T + n) if use_cache else (_forward_last(model, ids, mask), None)
+    logits, state = prefill(model, ids, mask, T + n, compile) if use_cache else (_forward_last(model, ids, mask), None)
     check_finite(logits)  # once: a per-step check would read the logits back at every token
     stops = stop.eos is not None or bool(stop.strings)
     for i in range(n):
@@ -320,6 +359,7 @@ def generate(model: GPT, # the model to sample from, in eval mode
              pad_token_id: int | None = None, # fills a stopped row; default `eos_token_id`
              stop_strings: str | Sequence[str] | None = None, # a row also stops once its new text contains one (needs `tokenizer`)
              use_cache: bool = True, # False: recompute the whole sequence each step (reference path)
+             compile: bool = False, # decode with a compiled step: a slow first call, faster tokens (see *Compiling the decode step*)
              generator: torch.Generator | None = None, # randomness of the draws
              tokenizer=None, # decodes tokens for `stop_strings`
              bos_token_id: int | None = None, # start from this token when the prompt is empty
@@ -330,10 +370,12 @@ def generate(model: GPT, # the model to sample from, in eval mode
     cfg = sampling_config(sampling, **shorthands)
     if model.training and model.config.dropout > 0:  # dropout would make the cached and uncached paths disagree
         raise ValueError(f"model is in training mode with dropout={model.config.dropout}: call model.eval() before generating")
+    if not isinstance(compile, bool): raise ValueError(f"compile must be a bool, got {compile!r}")
+    if compile and not use_cache: raise ValueError("compile=True compiles the cached decode step: it needs use_cache=True")
     ids, mask = _check_prompt(model, input_ids, attention_mask, max_new_tokens, bos_token_id, long_prompt)
     stop = Stopping(eos_token_id, pad_token_id, stop_strings, tokenizer)
     if stop.strings and stop.pad is None and ids.shape[0] > 1: raise ValueError("stop_strings on a batch need pad_token_id= (or eos_token_id=)")
-    steps = _steps(model, ids, mask, max_new_tokens, cfg, stop, use_cache, generator)
+    steps = _steps(model, ids, mask, max_new_tokens, cfg, stop, use_cache, generator, compile)
     if stream: return steps
     new = [s.tokens for s in steps]
     return torch.cat([ids, torch.stack(new, 1)], 1) if new else ids

@@ -310,12 +310,13 @@ def generate_run(checkpoint, # run folder of `mie_lm train`
                  on_text=None, # called with each new piece of text when streaming
                  device: str = "auto", # where to run the model; see `check_device`
                  long_prompt: str = "error", # "error", or "truncate" to keep the end of a prompt too long for the model
+                 compile: bool = False, # decode with the compiled step (`generate(..., compile=True)`): pays for long generations
                 ) -> list[str]:
     "Completions of `prompts` by the model of run folder `checkpoint`."
     if not prompts: raise ValueError("no prompts: pass --prompt TEXT or --prompts-file FILE")
     if stream and len(prompts) != 1: raise ValueError(f"streaming takes one prompt, got {len(prompts)}")
     model, tok = load_run(checkpoint, device)
-    kw = dict(sampling=sampling or DEFAULT_SAMPLING, long_prompt=long_prompt, generator=torch.Generator(_device_of(model)).manual_seed(seed))
+    kw = dict(sampling=sampling or DEFAULT_SAMPLING, long_prompt=long_prompt, compile=compile, generator=torch.Generator(_device_of(model)).manual_seed(seed))
     if not stream: return generate_text(model, tok, list(prompts), max_new_tokens=max_new_tokens, **kw)
     return [_stream(model, tok, prompts[0], max_new_tokens, on_text, kw)]
 

@@ -322,3 +322,44 @@ def test_stop_strings_decode_only_a_window(tok, monkeypatch):
     new = tok.decode(out[0, 1:].tolist())
     assert stop in new and stop not in tok.decode(out[0, 1:-1].tolist())  # stops right when the string appears
     assert max(lengths) <= len(stop.encode()) + 1  # each check decodes a bounded window, not all new tokens
+
+
+# ---------------------------------------------------------------- compiled decode step
+def test_compiled_decode_matches_eager_padded_batch_and_one_row():
+    "`compile=True`: same greedy tokens as the eager path and HF, for a padded batch (BLAS products) and one row (rewritten ones)."
+    from torch._dynamo.utils import counters
+    m = model(3)
+    hf = m.to_hf_gpt2().eval()
+    ids, am = left_padded([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]])
+    out = generate(m, ids, am, max_new_tokens=20, compile=True)
+    torch.testing.assert_close(out, generate(m, ids, am, max_new_tokens=20), rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(out, hf.generate(ids, attention_mask=am, max_new_tokens=20, do_sample=False, pad_token_id=0), rtol=0, atol=0)
+    one = torch.tensor([[4, 8, 15, 16, 23, 42]])
+    torch.testing.assert_close(generate(m, one, max_new_tokens=25, compile=True), generate(m, one, max_new_tokens=25), rtol=0, atol=0)
+    graphs = counters["stats"]["unique_graphs"]
+    # another prompt length, another number of new tokens, sampling: the same graph (the cache always has block_size slots)
+    s = dict(do_sample=True, top_k=5, generator=torch.Generator().manual_seed(0))
+    a = generate(m, one[:, :3], max_new_tokens=40, compile=True, **s)
+    s["generator"] = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(a, generate(m, one[:, :3], max_new_tokens=40, **s), rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_decode_logits_match_full_forward():
+    m = model(4)
+    seq = torch.randint(0, 97, (1, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): full = m(seq)
+    logits, state = prefill(m, seq[:, :8], compile=True)
+    assert state.compiled and m.transformer.h[0].attn.kv_cache.max_len == m.config.block_size
+    for i in range(8, 20):
+        torch.testing.assert_close(logits, full[:, i - 1], rtol=0, atol=1e-5)
+        logits = decode_one_token(m, seq[:, i:i + 1], state)
+
+
+def test_compile_flag_is_checked():
+    m = model()
+    with pytest.raises(ValueError, match="compile must be a bool, got 'yes'"):
+        generate(m, torch.tensor([[1, 2]]), max_new_tokens=2, compile="yes")
+    with pytest.raises(ValueError, match="needs use_cache=True"):
+        generate(m, torch.tensor([[1, 2]]), max_new_tokens=2, compile=True, use_cache=False)

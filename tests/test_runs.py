@@ -190,3 +190,16 @@ def test_cli_resume_takes_the_runs_settings(run, tmp_path):
     copy = tmp_path / "run"; shutil.copytree(run, copy)
     assert main(["train", "--out", str(copy), "--resume", "--no-progress"]) == 0
     assert json.loads((copy / "run.json").read_text())["model"]["n_layer"] == 1
+
+
+def test_compile_flag_reaches_generate(run, monkeypatch):
+    "`mie_lm generate --compile` and `generate_run(compile=True)` pass `compile=True` to `generate` (compiling itself: test_generation)."
+    import mie_lm.generation as generation
+    from mie_lm.cli import build_parser
+    seen, real = [], generation.generate
+    def spy(*a, **k): seen.append(k["compile"]); return real(*a, **{**k, "compile": False})
+    monkeypatch.setattr(generation, "generate", spy)
+    generate_run(run, ["The"], 4, compile=True); generate_run(run, ["The"], 4)
+    assert seen == [True, False]
+    parse = build_parser().parse_args
+    assert parse(["generate", "--checkpoint", "r", "--compile"]).compile and not parse(["generate", "--checkpoint", "r"]).compile
