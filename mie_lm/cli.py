@@ -132,6 +132,7 @@ def _add_demo(sub):
     p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: time 1 thread and all cores, keep the faster)")
 
 def _add_export(sub):
     p = sub.add_parser("export", help="write a run as a Hugging Face GPT-2 folder",
@@ -270,7 +271,7 @@ def _run(args) -> dict | None:
     if args.command == "evaluate":
         return evaluate_run(args.checkpoint, args.dataset, args.data_path, args.file, args.split, args.out, args.device, args.encoding,
                             args.window, args.stride)
-    res = demo(args.out, args.minutes, args.preset)
+    res = demo(args.out, args.minutes, args.preset, threads=args.threads)
     for name, outs in res.pop("samples").items(): print(f"--- {name}\n" + "\n".join(p + o for p, o in zip(DEMO_PROMPTS, outs)))
     return res
 

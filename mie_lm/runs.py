@@ -567,12 +567,12 @@ STRATEGIES = {  # name -> SamplingConfig shown side by side in the demo
 }
 DEMO_PROMPTS = ("The return statement", "A class definition", "If the exception")
 
-def _demo_config(minutes: float, progress: bool) -> TrainingConfig:
+def _demo_config(minutes: float, progress: bool, threads: int | None = None) -> TrainingConfig:
     "The demo's training: 70% of `minutes`, a cosine schedule, validation often enough to draw a curve."
     seconds = 0.7 * 60 * minutes
     return TrainingConfig(max_steps=None, max_time=seconds, warmup_steps=max(5, min(50, round(seconds))), batch_size=16,
                           lr=3e-3, schedule="cosine", min_lr=3e-4, eval_every=max(5, round(seconds / 3)), eval_batches=4,
-                          log_every=5, progress=progress)
+                          log_every=5, progress=progress, threads=threads)
 
 # %% ../nbs/07a_runs.ipynb
 def demo(out="runs/demo", # folder for the run, the evaluation files and the report
@@ -580,14 +580,15 @@ def demo(out="runs/demo", # folder for the run, the evaluation files and the rep
          preset: str = "tiny", # model size
          max_new_tokens: int = 30, # tokens generated per prompt and strategy
          progress: bool = True, # show the training progress bar
+         threads: int | None = None, # CPU threads for torch; None: the Trainer times 1 thread and all cores, keeps the faster
         ) -> dict:
     "Train, evaluate and sample on the built-in corpus; write `report.html` and the evaluation files to `out`; the summary."
     t0, out = time.perf_counter(), writable_dir(out)
-    res = train_run(out / "run", preset=preset, training=_demo_config(minutes, progress), overwrite=True)  # replaces the last demo
+    res = train_run(out / "run", preset=preset, training=_demo_config(minutes, progress, threads), overwrite=True)  # replaces the last demo
     ev = evaluate_run(out / "run", out=out)
     samples = {name: generate_run(out / "run", list(DEMO_PROMPTS), max_new_tokens, cfg, seed=0) for name, cfg in STRATEGIES.items()}
     model, tok = load_run(out / "run")
-    summary = dict(steps=res["steps"], tokens=res["tokens"], train_seconds=round(res["elapsed"], 1), stop_reason=res["stop_reason"],
+    summary = dict(steps=res["steps"], tokens=res["tokens"], train_seconds=round(res["elapsed"], 1), threads=res["threads"], stop_reason=res["stop_reason"],
                    valid_bits_per_byte=round(ev["bits_per_byte"], 4), valid_perplexity=round(ev["perplexity"], 2),
                    parameters=sum(p.numel() for p in model.parameters()))
     report = _write_report(out, preset, summary, samples, _demo_figures(res["history"], model, tok), _token_section(model, tok))
