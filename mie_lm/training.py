@@ -162,15 +162,15 @@ def make_optimizer(model: nn.Module, config: TrainingConfig,  # the parameters, 
 
 
 # %% ../nbs/05_training.ipynb
-def token_byte_lengths(tok: BPETokenizer,  # a byte-level BPE tokenizer
+def token_byte_lengths(tokenizer: BPETokenizer,  # a byte-level BPE tokenizer
                        vocab_size: int | None = None,  # pad the table with zeros to this length (the model's vocabulary)
                       ) -> torch.Tensor:
-    "UTF-8 bytes of text that each token id of `tok` stands for (0 for special tokens), as a `(vocab_size,)` tensor."
-    specials = {tok.bos_id, tok.eos_id, tok.pad_id}
-    n = [0 if i in specials else len(tok.tk.id_to_token(i)) for i in range(tok.vocab_size)]  # one byte-level char per byte
-    vocab_size = tok.vocab_size if vocab_size is None else vocab_size
-    if vocab_size < tok.vocab_size: raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
-    return torch.tensor(n + [0] * (vocab_size - tok.vocab_size), dtype=torch.long)
+    "UTF-8 bytes of text that each token id of `tokenizer` stands for (0 for special tokens), as a `(vocab_size,)` tensor."
+    specials = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id}
+    n = [0 if i in specials else len(tokenizer.tk.id_to_token(i)) for i in range(tokenizer.vocab_size)]  # one byte-level char per byte
+    vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
+    if vocab_size < tokenizer.vocab_size: raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+    return torch.tensor(n + [0] * (vocab_size - tokenizer.vocab_size), dtype=torch.long)
 
 def bits_per_byte(nll: float,  # summed next-token loss in nats
                   n_bytes: int) -> float:  # UTF-8 bytes of the text those tokens stand for
@@ -203,7 +203,7 @@ def _mask(batch: dict) -> torch.Tensor | None:
 
 @torch.no_grad()
 def score_batches(model: nn.Module, batches: Iterable[dict],  # dicts of `input_ids`, `labels` (`IGNORE_INDEX`: skip), `attention_mask`
-                  token_bytes: torch.Tensor | None = None,  # `token_byte_lengths(tok)` (None: bytes unknown)
+                  token_bytes: torch.Tensor | None = None,  # `token_byte_lengths(tokenizer)` (None: bytes unknown)
                   amp_dtype: torch.dtype | None = None) -> LMScore:  # autocast dtype (None: fp32)
     "Summed loss, scored tokens and their bytes of `model` over `batches`, in `eval` mode."
     device, was_training = next(model.parameters()).device, model.training
@@ -283,7 +283,7 @@ class Trainer:
     def __init__(self, model: nn.Module,  # maps `input_ids` (and `attention_mask`) to logits `(B, T, V)`, e.g. a `GPT`
                  config: TrainingConfig, train_ds: Dataset,  # examples with `input_ids`, `labels` (e.g. `PackedDataset`)
                  valid_ds: Dataset | None = None,  # validation examples (None: no evaluation or early stopping)
-                 token_bytes: torch.Tensor | None = None,  # `token_byte_lengths(tok)`, for bits per byte (None: not reported)
+                 token_bytes: torch.Tensor | None = None,  # `token_byte_lengths(tokenizer)`, for bits per byte (None: not reported)
                  callbacks: list[Callback] | None = None,  # yours, added to `default_callbacks(config, ...)`
                  fingerprints: dict[str, str] | None = None):  # e.g. `{'tokenizer.json': sha256}`: saved, checked on resume
         self.config, self.train_ds, self.valid_ds, self.fingerprints = config, train_ds, valid_ds, dict(fingerprints or {})
