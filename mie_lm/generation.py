@@ -199,7 +199,7 @@ class DecodeState:
     pos: int  # cache slot of the next token (= tokens cached so far)
     position_ids: torch.Tensor  # (B, 1) long: position of the next token in each row (padding not counted)
     mask: torch.Tensor | None  # (B, max_len) bool: False only on the prompt's padding; None: no padding
-    compiled: bool = False  # decode with `compiled_decode_step` (see *Compiling the decode step*)
+    compiled: bool = False  # decode with `compiled_decode_step` instead of the eager `_decode_step`
 
 # %% ../nbs/04_generation.ipynb
 @torch.inference_mode()
@@ -359,7 +359,7 @@ def generate(model: GPT, # the model to sample from, in eval mode
              pad_token_id: int | None = None, # fills a stopped row; default `eos_token_id`
              stop_strings: str | Sequence[str] | None = None, # a row also stops once its new text contains one (needs `tokenizer`)
              use_cache: bool = True, # False: recompute the whole sequence each step (reference path)
-             compile: bool = False, # decode with a compiled step: a slow first call, faster tokens (see *Compiling the decode step*)
+             compile: bool = False, # decode with `compiled_decode_step`: a slow first call (compiling), faster tokens after it
              generator: torch.Generator | None = None, # randomness of the draws
              tokenizer=None, # decodes tokens for `stop_strings`
              bos_token_id: int | None = None, # start from this token when the prompt is empty
