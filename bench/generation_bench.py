@@ -82,6 +82,31 @@ def read_bandwidth(nbytes=512 * 2**20, repeats=5):
     return nbytes / min(timed(a.sum) for _ in range(repeats))
 
 
+def threads_table(m, weight_bytes, base_threads, n=64, repeats=3):
+    "124M shape at 1 and 2 threads: eager, compiled and HF tokens/s, and the floor at the bandwidth of that many threads."
+    hf = m.to_hf_gpt2().eval()
+    x = torch.randint(3, m.config.vocab_size, (1, PROMPT))
+    out = ["**124M shape, batch 1, by thread count** (64 new tokens, median of 3 interleaved repeats; the floor uses the read "
+           "bandwidth measured with the same number of threads):", "",
+           "| threads | read GB/s | floor tokens/s | eager tokens/s | compiled tokens/s | HF tokens/s | eager / HF | compiled / HF | compiled % of floor |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for th in (1, 2):
+        torch.set_num_threads(th)
+        runs = {"ours": ours(m, x, n), "compiled": ours(m, x, n, compile=True), "hf": hf_gen(hf, x, n)}
+        for f in runs.values(): f()  # warm-up (a new thread count recompiles the compiled step)
+        t = {k: [] for k in runs}
+        keys = list(runs)
+        for r in range(repeats):
+            for k in keys[r % 3:] + keys[:r % 3]: t[k].append(timed(runs[k]))
+        tps = {k: n / statistics.median(v) for k, v in t.items()}
+        bw = read_bandwidth()
+        floor_tps = bw / weight_bytes
+        out.append(f"| {th} | {bw / 1e9:.1f} | {floor_tps:.1f} | {tps['ours']:.1f} | {tps['compiled']:.1f} | {tps['hf']:.1f} | "
+                   f"{tps['ours'] / tps['hf']:.2f}x | **{tps['compiled'] / tps['hf']:.2f}x** | **{tps['compiled'] / floor_tps:.0%}** |")
+    torch.set_num_threads(base_threads)
+    return out + [""]
+
+
 def compare(name, repeats, n, B=1, loop=False, compiled=False):
     torch.manual_seed(0)
     m = GPT(GPTConfig(**SHAPES[name])).eval(); hf = m.to_hf_gpt2().eval()
@@ -143,6 +168,7 @@ def main():
             be = f"{r['compile_s'] / gain:,.0f}" if gain > 0 else "never"
             lines.append(f"| {name} | {c:,.0f} | **{c / r['tps']['hf']:.2f}x** | {c / e:.2f}x | {r['same_compiled']} | {r['compile_s']:.1f} | {be} |")
         lines.append("")
+        lines += threads_table(rows[big]["model"], weight_bytes, args.threads)
     b8 = {name: compare(name, 2 if name == big else args.repeats, 128 if name == big else 256, B=8, compiled=comp) for name in (list(SHAPES)[0], big)}
     lines += ["**Batch 8, greedy** (tokens/s counts all 8 rows):", "",
               "| model | mie_lm tokens/s | ratio to batch 1 | HF tokens/s | ratio to HF | compiled tokens/s | **compiled ratio to HF** | compiled same tokens as HF |",
