@@ -92,8 +92,11 @@ class Int8Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: # (..., in_features) -> (..., out_features)
-        "`x @ (weight * scale).T + bias`, scaling the output columns after the matmul."
-        y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
+        "`x @ (weight * scale).T + bias`, scaling the output columns after the matmul (one row under `torch.compile`: as in `apply_linear`)."
+        w = self.weight.to(x.dtype)
+        if x.numel() == self.in_features and torch.compiler.is_compiling(): y = (x.unsqueeze(-2) * w).sum(-1)  # one pass over int8 bytes
+        else: y = F.linear(x, w)
+        y = y * self.scale.to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
 # %% ../nbs/07_compression.ipynb

@@ -17,8 +17,8 @@ from .model import GPT, is_int, is_number
 # %% auto 0
 __all__ = ['apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'repetition_penalty_filter', 'SamplingConfig',
            'sampling_config', 'process_logits', 'choose', 'check_finite', 'plot_next_token', 'DecodeState', 'prefill',
-           'decode_one_token', 'decode_backend', 'compiled_decode_step', 'Step', 'Stopping', 'generate',
-           'stream_generate', 'generate_text', 'generation_trace', 'sampling_explorer', 'chi_square_pvalue']
+           'decode_one_token', 'compiled_decode_step', 'Step', 'Stopping', 'generate', 'stream_generate',
+           'generate_text', 'generation_trace', 'sampling_explorer', 'chi_square_pvalue']
 
 # %% ../nbs/04_generation.ipynb
 def _check_temperature(t):
@@ -236,33 +236,11 @@ def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token 
 
 
 # %% ../nbs/04_generation.ipynb
-def _row_addmm(bias, mat1, mat2, beta=1, alpha=1):
-    "`bias + mat1 @ mat2` for a one-row `mat1`, as a sum over the input channels (one pass over the weight)."
-    from torch.fx.experimental.symbolic_shapes import statically_known_true
-    if not (statically_known_true(mat1.size(0) == 1) and beta == 1 and alpha == 1): return NotImplemented  # Inductor's default
-    return (mat1.reshape(-1, 1) * mat2).sum(0, keepdim=True) + bias
-
-def _row_mm(mat1, mat2):
-    "`mat1 @ mat2` for a one-row `mat1` (the LM head, which has no bias), likewise."
-    from torch.fx.experimental.symbolic_shapes import statically_known_true
-    if not statically_known_true(mat1.size(0) == 1): return NotImplemented
-    return (mat1.reshape(-1, 1) * mat2).sum(0, keepdim=True)
-
-def decode_backend(gm, example_inputs):
-    "A `torch.compile` backend: Inductor, with one-row matrix products rewritten as fused reductions instead of BLAS calls."
-    from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
-    aten = torch.ops.aten
-    table = {**select_decomp_table(), aten.addmm.default: _row_addmm, aten.mm.default: _row_mm}
-    return compile_fx(gm, example_inputs, decompositions=table)
-
-
-# %% ../nbs/04_generation.ipynb
 _compiled = {}  # the compiled step, built on first use and shared by every model
 
 def compiled_decode_step():
-    "`_decode_step` compiled with `decode_backend`: one graph per batch size and model layout, reused across calls."
-    if "step" not in _compiled: _compiled["step"] = torch.compile(_decode_step, backend=decode_backend, fullgraph=True, dynamic=True)
+    "`_decode_step` compiled by `torch.compile` (Inductor): one graph per batch size and model layout, reused across calls."
+    if "step" not in _compiled: _compiled["step"] = torch.compile(_decode_step, fullgraph=True, dynamic=True)
     return _compiled["step"]
 
 

@@ -22,9 +22,9 @@ from .data import IGNORE_INDEX
 # %% auto 0
 __all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int',
            'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention', 'attention',
-           'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask', 'attention_mask_4d',
-           'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'resolve_device', 'atomic_write',
-           'file_sha256', 'read_config']
+           'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask',
+           'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope',
+           'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
 def is_int(x) -> bool: # any value
@@ -155,6 +155,16 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
 
 # %% ../nbs/03_model.ipynb
+def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
+                 x: torch.Tensor): # (..., in_features)
+    "`layer(x)`; a single row of a plain `nn.Linear` under `torch.compile` becomes a sum over the inputs (one pass over the weight)."
+    if type(layer) is nn.Linear and x.numel() == layer.in_features and torch.compiler.is_compiling():
+        y = (x.unsqueeze(-2) * layer.weight).sum(-1)  # (..., out_features), fused by Inductor into a single reduction
+        return y if layer.bias is None else y + layer.bias
+    return layer(x)
+
+
+# %% ../nbs/03_model.ipynb
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with a fused `c_attn` projection and an optional `kv_cache`."
     def __init__(self, config: GPTConfig, # sizes: `n_embd`, `n_head`, `bias`, `dropout`, `block_size`
@@ -177,14 +187,14 @@ def forward(self: CausalSelfAttention, x, # (B, T, C) residual stream, after Lay
     "Attention output `(B, T, C)` and the weights (or `None`)."
     B, T, _ = x.shape
     nh, hd = self.n_head, self.head_dim
-    q, k, v = self.c_attn(x).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+    q, k, v = apply_linear(self.c_attn, x).view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
     if rope is not None: q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # rotated before caching: keys keep their position
     if cache_pos is not None:
         if self.kv_cache is None: raise ValueError("no KV cache: call `model.setup_cache(batch_size, max_len)` first")
         k, v = self.kv_cache.update(cache_pos, k, v)  # (B, nh, S, hd): all keys so far
     y, att = attention(q, k, v, mask, self.dropout if self.training else 0.0, output_attentions)
     y = y.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, C): heads side by side again
-    y = self.c_proj(y)  # (B, T, C)
+    y = apply_linear(self.c_proj, y)  # (B, T, C)
     return (self.resid_dropout(y) if self.training else y), att  # dropout is a no-op in eval: skip the call
 
 # %% ../nbs/03_model.ipynb
@@ -200,10 +210,10 @@ class MLP(nn.Module):
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         "MLP output for residual-stream input `x`."
-        h = self.c_fc(x)  # (B, T, H), or (B, T, 2H) gated
+        h = apply_linear(self.c_fc, x)  # (B, T, H), or (B, T, 2H) gated
         if self.gated: gate, value = h.chunk(2, -1); h = F.silu(gate) * value  # (B, T, H)
         else: h = F.gelu(h, approximate="tanh")
-        y = self.c_proj(h)
+        y = apply_linear(self.c_proj, h)
         return self.dropout(y) if self.training else y
 
 # %% ../nbs/03_model.ipynb
@@ -345,7 +355,7 @@ def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
         x, att = block(x, mask, cache_pos, output_attentions, rope)
         attentions.append(att)
     # 4. map each position to vocabulary logits
-    logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+    logits = apply_linear(self.lm_head, self.transformer.ln_f(x))  # (B, T, V)
     return (logits, attentions) if output_attentions else logits
 
 # %% ../nbs/03_model.ipynb
