@@ -6,13 +6,12 @@ not in the test files, so the rules sit in one place:
 
 - `tests/test_docs_site.py`: one group. Its session fixture builds the docs site once (into `_docs/`, executing every
   notebook there, with `_docs/src` as the working folder), and every page test reads that build. (Split over two
-  workers, each worker's session would build the site, both into `_docs/` at once.)
+  workers, each worker's session would build the site, both into `_docs/` at once.) The build skips the notebooks'
+  `nbdev_export()` cells, so it never rewrites `mie_lm/` while other tests read it.
 - `tests/test_wheel.py`: one group. Its module fixture builds the wheel from the source tree (`build/`, `*.egg-info`).
 - `tests/test_notebooks.py`: one group per notebook. `test_notebook[X]` and `test_visible_cells_run_alone[X]` both
   execute `nbs/X.ipynb` with `nbs/` as the working folder, and a notebook may write a fixed run folder there
   (`index` trains into `nbs/runs/quickstart`, under the run lock: a second run at the same time is refused).
-- `tests/test_sync.py` joins the `index` notebook's group: it copies `nbs/` (with `nbs/runs/`) while that notebook could be
-  rewriting its run folder.
 - Every other module is a group of its own, so its module-scoped fixtures (tokenizers, trained runs) are built once.
 
 Each test also carries its group as an `xdist_group` mark. xdist's own loadgroup scheduler reads those marks through a
@@ -38,7 +37,7 @@ import re
 import pytest
 
 # Modules whose tests form one group, under a fixed name (every other module: one group, named after the module).
-SHARED = {"test_docs_site": "docs-site", "test_wheel": "wheel", "test_sync": "nbs-index"}
+SHARED = {"test_docs_site": "docs-site", "test_wheel": "wheel"}
 FIRST = ["docs-site", "wheel"]  # sent to the workers first under xdist
 NODEID = re.compile(r"(?:.*/)?(?P<module>\w+)\.py::(?P<test>[^@]*?)(?:\[(?P<param>[^\]]*)\])?(?:@.*)?$")
 

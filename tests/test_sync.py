@@ -15,7 +15,7 @@ def project_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "proj"
     dest.mkdir()
     for f in ("settings.ini", "setup.py", "README.md"): shutil.copy(ROOT / f, dest / f)
-    shutil.copytree(ROOT / "nbs", dest / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "nbs", dest / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "runs"))  # not nbs/runs/: notebooks write runs there
     shutil.copytree(ROOT / "mie_lm", dest / "mie_lm", ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

@@ -6,7 +6,8 @@ notebooks with Jupyter Book instead. Steps:
 
 1. Copy `nbs/*.ipynb` to `_docs/src/`, mapping nbdev directives to myst-nb cell tags
    (`hide`/`default_exp` -> remove-cell, `eval: false` -> skip-execution, `echo: false` ->
-   remove-input) and stripping the `#|` lines. Exported cells (`export`, `exports`, `exporti`) keep
+   remove-input) and stripping the `#|` lines. Cells calling `nbdev_export` are neither shown nor run: the build
+   never rewrites the package (a parallel test run may be reading it). Exported cells (`export`, `exports`, `exporti`) keep
    their source visible: the code is the lesson. After every exported cell, insert its compact API
    entries (`tools/apidoc.py`: signature, docstring, parameter table; no headings).
 2. Write `_toc.yml` (index first, then the numbered notebooks) and copy `docs/_config.yml`.
@@ -118,6 +119,7 @@ def preprocess(nb):
         if {"hide", "default_exp", "include"} & set(d) or "nbdev_export" in cell.source:
             tagged(cell, "remove-cell")
         if d.get("eval") == "false": tagged(cell, "skip-execution")
+        if "nbdev_export" in cell.source: tagged(cell, "skip-execution")  # run from _docs/src it would rewrite mie_lm/
         if d.get("echo") == "false": tagged(cell, "remove-input")
         if d.get("output") == "false": tagged(cell, "remove-output")
         if {"export", "exports"} & set(d):
