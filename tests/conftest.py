@@ -28,6 +28,10 @@ Each worker, and what it starts (`nbdev_test`, the docs build's kernels), gets i
 default thread count (`OMP_NUM_THREADS`, unless already set), so two workers on two cores do not run four spinning
 OpenMP threads (`nbdev_test` of `04a_explorers` beside one other busy process: 20.7 s with one thread, 24.6 s with two).
 Code that sets its thread count itself (the Trainer's thread choice, the tests' `torch.set_num_threads(1)`) still does.
+
+Each worker also gets its own `torch.compile` cache folder (`TORCHINDUCTOR_CACHE_DIR`, unless already set). Within a worker
+compilations run one after another; across workers they would share Inductor's on-disk cache and its file locks, and a
+docs build once spent 652 s waiting in a compile of the generation notebook while the other worker compiled too.
 """
 from __future__ import annotations
 
@@ -61,6 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # an xdist worker: share the cores with the other workers
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(config.workerinput["workercount"]))))
+        import tempfile
+        worker = config.workerinput["workerid"]
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"mie_lm_inductor_{worker}"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
