@@ -5,6 +5,7 @@
 # %% ../nbs/04_generation.ipynb 3
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -236,12 +237,10 @@ def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token 
 
 
 # %% ../nbs/04_generation.ipynb
-_compiled = {}  # the compiled step, built on first use and shared by every model
-
+@functools.cache  # built on first use, then shared by every model
 def compiled_decode_step():
     "`_decode_step` compiled by `torch.compile` (Inductor): one graph per batch size and model layout, reused across calls."
-    if "step" not in _compiled: _compiled["step"] = torch.compile(_decode_step, fullgraph=True, dynamic=True)
-    return _compiled["step"]
+    return torch.compile(_decode_step, fullgraph=True, dynamic=True)
 
 
 # %% ../nbs/04_generation.ipynb
