@@ -22,9 +22,9 @@ from .data import IGNORE_INDEX
 # %% auto 0
 __all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int',
            'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention', 'attention',
-           'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask',
-           'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope',
-           'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
+           'one_row_product', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
+           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin',
+           'apply_rope', 'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
 def is_int(x) -> bool: # any value
@@ -155,11 +155,20 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
 
 # %% ../nbs/03_model.ipynb
+def one_row_product(x: torch.Tensor, # (..., in_features) holding a single row
+                    weight: torch.Tensor, # (out_features, in_features), float or int8
+                   ) -> torch.Tensor: # (..., out_features)
+    "`x @ weight.T` written as summed elementwise products, for Inductor to fuse into one pass over `weight`."
+    h = x.unsqueeze(-2)  # (..., 1, in)
+    # two halves of the rows: `x` feeds two reductions, so Inductor stores it once instead of
+    # recomputing it (a LayerNorm, say) inside the loop over every output row
+    return torch.cat([(h * part).sum(-1) for part in weight.chunk(2)], -1)
+
 def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
                  x: torch.Tensor): # (..., in_features)
-    "`layer(x)`; a single row of a plain `nn.Linear` under `torch.compile` becomes a sum over the inputs (one pass over the weight)."
+    "`layer(x)`; a single row of a plain `nn.Linear` under `torch.compile` becomes `one_row_product` (one pass over the weight)."
     if type(layer) is nn.Linear and x.numel() == layer.in_features and torch.compiler.is_compiling():
-        y = (x.unsqueeze(-2) * layer.weight).sum(-1)  # (..., out_features), fused by Inductor into a single reduction
+        y = one_row_product(x, layer.weight)
         return y if layer.bias is None else y + layer.bias
     return layer(x)
 
