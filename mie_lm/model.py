@@ -160,9 +160,9 @@ def one_row_product(x: torch.Tensor, # (..., in_features) holding a single row
                    ) -> torch.Tensor: # (..., out_features)
     "`x @ weight.T` written as summed elementwise products, for Inductor to fuse into one pass over `weight`."
     h = x.unsqueeze(-2)  # (..., 1, in)
-    # two halves of the rows: `x` feeds two reductions, so Inductor stores it once instead of
-    # recomputing it (a LayerNorm, say) inside the loop over every output row
-    return torch.cat([(h * part).sum(-1) for part in weight.chunk(2)], -1)
+    # four quarters of the rows: `x` feeds several reductions, so Inductor stores it once instead of
+    # recomputing it (a LayerNorm, say) for every output row, and four running sums keep more loads in flight
+    return torch.cat([(h * part).sum(-1) for part in weight.chunk(4)], -1)
 
 def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
                  x: torch.Tensor): # (..., in_features)
