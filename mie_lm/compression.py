@@ -24,7 +24,7 @@ from fastcore.basics import patch
 from .evaluation import evaluate_dataset
 from .generation import generate
 from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, atomic_write, file_sha256,
-                          is_number, lm_loss, read_config, one_row_product)
+                          is_number, lm_loss, one_row_product, read_config)
 
 # %% auto 0
 __all__ = ['HALF_DTYPES', 'INT8_MAX', 'MIN_SCALE', 'SCHEMES', 'to_half', 'max_logit_diff', 'greedy_agreement', 'quantize_int8',
