@@ -55,6 +55,16 @@ def test_int8_linear_and_embedding(model):
     assert emb(torch.tensor([[0, 4]])).shape == (1, 2, 3)
 
 
+def test_int8_compiled_one_row_and_decode(model, ids):
+    "Under `torch.compile` a one-row `Int8Linear` runs `one_row_product` over the int8 bytes: same values, same greedy tokens."
+    m = Int8Linear.from_linear(model.transformer.h[0].attn.c_attn)
+    x = torch.randn(1, 1, 64)
+    torch.testing.assert_close(torch.compile(m, fullgraph=True)(x), m(x), rtol=1e-5, atol=1e-5)
+    q = quantize(model, "int8")
+    one = ids[:1, :5]
+    torch.testing.assert_close(generate(q, one, max_new_tokens=12, compile=True), generate(q, one, max_new_tokens=12), rtol=0, atol=0)
+
+
 def test_dynamic_linear_close_to_float(model):
     lin = model.transformer.h[0].attn.c_attn
     d = dynamic_int8_linear(*quantize_int8(lin.weight), lin.bias)
