@@ -11,10 +11,10 @@ after an HF `generate` measured slower, whichever model it was), and we report t
    no stop checks: what is left of `generate` is the same forward path plus the loop's bookkeeping).
    At the 124M shape: the fraction of the memory-bandwidth floor, i.e. (weight bytes read per token /
    read bandwidth measured in this run) / measured seconds per token.
-2. Batch 8: tokens/s (8 rows) and the ratio to batch 1.
+2. Batch 8: tokens/s (8 rows), the ratio to batch 1, and compiled (where the summed products of `apply_linear` serve all 8 rows).
 3. KV cache on vs off at 512 new tokens (one run each; at the 124M shape the uncached run, about 10 minutes,
    is estimated from full forwards timed at 5 lengths between 16 and 527 tokens, integrated over the 512 steps).
-4. With `generate(..., compile=True)` (the decode step compiled by `torch.compile` with `decode_backend`) at batch 1:
+4. With `generate(..., compile=True)` (the decode step compiled by `torch.compile`, `compiled_decode_step`) at batch 1:
    tokens/s, the first call's compile time from a cold compile cache (a fresh TORCHINDUCTOR_CACHE_DIR), and the
    break-even: the number of new tokens after which compiling has paid for itself.
 Writes its section of bench/RESULTS.md (replacing the previous run's) unless --no-write.

@@ -23,8 +23,8 @@ from fastcore.basics import patch
 
 from .evaluation import evaluate_dataset
 from .generation import generate
-from .model import (CONFIG_NAME, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, atomic_write, file_sha256,
-                          is_number, lm_loss, one_row_product, read_config)
+from .model import (CONFIG_NAME, FEW_ROWS, WEIGHTS_NAME, GPT, CausalSelfAttention, GPTConfig, atomic_write,
+                          few_rows_product, file_sha256, is_number, lm_loss, read_config)
 
 # %% auto 0
 __all__ = ['HALF_DTYPES', 'INT8_MAX', 'MIN_SCALE', 'SCHEMES', 'to_half', 'max_logit_diff', 'greedy_agreement', 'quantize_int8',
@@ -92,9 +92,9 @@ class Int8Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: # (..., in_features) -> (..., out_features)
-        "`x @ (weight * scale).T + bias`, scaling the output columns after the matmul (one row under `torch.compile`: as in `apply_linear`)."
+        "`x @ (weight * scale).T + bias`, scaling the output columns after the matmul (a few rows under `torch.compile`: as in `apply_linear`)."
         w = self.weight.to(x.dtype)
-        if x.numel() == self.in_features and torch.compiler.is_compiling(): y = one_row_product(x, w)  # one pass over int8 bytes
+        if 0 < x.numel() <= FEW_ROWS * self.in_features and torch.compiler.is_compiling(): y = few_rows_product(x, w)  # one pass over int8 bytes
         else: y = F.linear(x, w)
         y = y * self.scale.to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)

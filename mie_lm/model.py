@@ -20,9 +20,9 @@ from fastcore.basics import patch
 from .data import IGNORE_INDEX
 
 # %% auto 0
-__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int',
-           'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention', 'attention',
-           'one_row_product', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
+__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME',
+           'is_int', 'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention',
+           'attention', 'few_rows_product', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
            'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin',
            'apply_rope', 'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
 
@@ -155,20 +155,25 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
 
 # %% ../nbs/03_model.ipynb
-def one_row_product(x: torch.Tensor, # (..., in_features) holding a single row
-                    weight: torch.Tensor, # (out_features, in_features), float or int8
-                   ) -> torch.Tensor: # (..., out_features)
+FEW_ROWS = 8  # up to this many rows (a decode step of a small batch), `apply_linear` sums products under `torch.compile`
+
+def few_rows_product(x: torch.Tensor, # (..., in_features) holding at most a few rows
+                     weight: torch.Tensor, # (out_features, in_features), float or int8
+                    ) -> torch.Tensor: # (..., out_features)
     "`x @ weight.T` written as summed elementwise products, for Inductor to fuse into one pass over `weight`."
-    h = x.unsqueeze(-2)  # (..., 1, in)
-    # four quarters of the rows: `x` feeds several reductions, so Inductor stores it once instead of
-    # recomputing it (a LayerNorm, say) for every output row, and four running sums keep more loads in flight
-    return torch.cat([(h * part).sum(-1) for part in weight.chunk(4)], -1)
+    rows = x.reshape(-1, x.shape[-1]).unbind(0)  # n rows of (in,)
+    # each row times each run of output rows is one reduction over the input channels, all in one loop:
+    # every weight element is loaded once for all rows, each row's input is stored once (not recomputed
+    # for every output row), and the independent running sums keep more loads in flight
+    parts = weight.chunk(4 if len(rows) == 1 else 2)
+    y = torch.stack([torch.cat([(row * part).sum(-1) for part in parts]) for row in rows])  # (n, out)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
                  x: torch.Tensor): # (..., in_features)
-    "`layer(x)`; a single row of a plain `nn.Linear` under `torch.compile` becomes `one_row_product` (one pass over the weight)."
-    if type(layer) is nn.Linear and x.numel() == layer.in_features and torch.compiler.is_compiling():
-        y = one_row_product(x, layer.weight)
+    "`layer(x)`; up to `FEW_ROWS` rows through a plain `nn.Linear` under `torch.compile` become `few_rows_product`."
+    if type(layer) is nn.Linear and 0 < x.numel() <= FEW_ROWS * layer.in_features and torch.compiler.is_compiling():
+        y = few_rows_product(x, layer.weight)
         return y if layer.bias is None else y + layer.bias
     return layer(x)
 

@@ -16,7 +16,7 @@ from mie_lm.compression import (HALF_DTYPES, INT8_MAX, SCHEMES, CompressedGPT, I
                                 plot_perplexity_vs_size, prunable_weights, prune_heads, quantize,
                                 quantize_int8, save_compressed, sparsity_by_layer, to_half)
 from mie_lm.generation import generate
-from mie_lm.model import GPT, GPTConfig
+from mie_lm.model import FEW_ROWS, GPT, GPTConfig
 from mie_lm.tokenizer import BPETokenizer
 
 
@@ -55,14 +55,16 @@ def test_int8_linear_and_embedding(model):
     assert emb(torch.tensor([[0, 4]])).shape == (1, 2, 3)
 
 
-def test_int8_compiled_one_row_and_decode(model, ids):
-    "Under `torch.compile` a one-row `Int8Linear` runs `one_row_product` over the int8 bytes: same values, same greedy tokens."
+def test_int8_compiled_few_rows_and_decode(model, ids):
+    "Under `torch.compile` an `Int8Linear` with up to `FEW_ROWS` rows runs `few_rows_product` over the int8 bytes: same values, same greedy tokens."
     m = Int8Linear.from_linear(model.transformer.h[0].attn.c_attn)
-    x = torch.randn(1, 1, 64)
-    torch.testing.assert_close(torch.compile(m, fullgraph=True)(x), m(x), rtol=1e-5, atol=1e-5)
+    compiled = torch.compile(m, fullgraph=True)
+    for rows in (1, 3, FEW_ROWS + 1):  # one row, a few (summed products), too many (`F.linear`)
+        x = torch.randn(rows, 1, 64)
+        torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
     q = quantize(model, "int8")
-    one = ids[:1, :5]
-    torch.testing.assert_close(generate(q, one, max_new_tokens=12, compile=True), generate(q, one, max_new_tokens=12), rtol=0, atol=0)
+    for prompt in (ids[:1, :5], ids[:, :5]):  # batch 1 and batch 3
+        torch.testing.assert_close(generate(q, prompt, max_new_tokens=12, compile=True), generate(q, prompt, max_new_tokens=12), rtol=0, atol=0)
 
 
 def test_dynamic_linear_close_to_float(model):

@@ -326,7 +326,7 @@ def test_stop_strings_decode_only_a_window(tok, monkeypatch):
 
 # ---------------------------------------------------------------- compiled decode step
 def test_compiled_decode_matches_eager_padded_batch_and_one_row():
-    "`compile=True`: same greedy tokens as the eager path and HF, for a padded batch (BLAS products) and one row (rewritten ones)."
+    "`compile=True`: same greedy tokens as the eager path and HF, for a padded batch of three rows and for one row (summed products)."
     from torch._dynamo.utils import counters
     m = model(3)
     hf = m.to_hf_gpt2().eval()
