@@ -230,21 +230,24 @@ def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token 
                      state: DecodeState): # from `prefill`; advanced in place
     "Logits `(B, V)` of the position after `token`, using and extending the KV cache."
     mask = None if state.mask is None else state.mask[:, :state.pos + 1]  # (B, S) a view, no copy
-    step = compiled_decode_step() if state.compiled else _decode_step
+    step = compiled_decode_step(token.device.type) if state.compiled else _decode_step
     logits = step(model, token, mask, state.position_ids, state.pos)
     state.pos += 1; state.position_ids.add_(1)
     return logits
 
 
 # %% ../nbs/04_generation.ipynb
-# let Inductor's C++ contract a multiply and the add after it into one FMA instruction, as BLAS kernels do
-# (its default keeps them apart, bit for bit like eager elementwise code): faster summed products in `apply_linear`
-DECODE_COMPILE_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
+# Inductor options for the decode step on a CPU (other devices: Inductor's defaults). They let its C++ contract a
+# multiply and the add after it into one FMA instruction, as BLAS kernels do (its default keeps them apart, bit for bit
+# like eager elementwise code), for faster summed products in `apply_linear`; and they cut the per-call cost, which is
+# most of a small model's step: a C++ wrapper around the kernels instead of Python, and no second check of the input
+# sizes and strides that the compiled graph's guards have already checked
+DECODE_COMPILE_OPTIONS = {"cpu": {"cpp.enable_floating_point_contract_flag": "fast", "cpp_wrapper": True, "size_asserts": False}}
 
-@functools.cache  # built on first use, then shared by every model
-def compiled_decode_step():
+@functools.cache  # built on first use per device type, then shared by every model
+def compiled_decode_step(device_type: str = "cpu"): # "cpu", "cuda", ...: picks `DECODE_COMPILE_OPTIONS`
     "`_decode_step` compiled by `torch.compile` (Inductor): one graph per batch size and model layout, reused across calls."
-    return torch.compile(_decode_step, fullgraph=True, dynamic=True, options=DECODE_COMPILE_OPTIONS)
+    return torch.compile(_decode_step, fullgraph=True, dynamic=True, options=DECODE_COMPILE_OPTIONS.get(device_type, {}))
 
 
 # %% ../nbs/04_generation.ipynb
