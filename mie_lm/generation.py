@@ -237,11 +237,8 @@ def decode_one_token(model: GPT, token: torch.Tensor, # (B, 1) the newest token 
 
 
 # %% ../nbs/04_generation.ipynb
-# Inductor options for the decode step on a CPU (other devices: Inductor's defaults). They let its C++ contract a
-# multiply and the add after it into one FMA instruction, as BLAS kernels do (its default keeps them apart, bit for bit
-# like eager elementwise code), for faster summed products in `apply_linear`; and they cut the per-call cost, which is
-# most of a small model's step: a C++ wrapper around the kernels instead of Python, and no second check of the input
-# sizes and strides that the compiled graph's guards have already checked
+# on a CPU (other devices keep Inductor's defaults): FMA contraction for the summed products of `apply_linear`,
+# then a C++ wrapper and no repeated input size checks for a cheaper call (see *Compiling the decode step*)
 DECODE_COMPILE_OPTIONS = {"cpu": {"cpp.enable_floating_point_contract_flag": "fast", "cpp_wrapper": True, "size_asserts": False}}
 
 @functools.cache  # built on first use per device type, then shared by every model
