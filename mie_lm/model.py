@@ -5,6 +5,7 @@
 # %% ../nbs/03_model.ipynb 3
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -20,9 +21,10 @@ from fastcore.basics import patch
 from .data import IGNORE_INDEX
 
 # %% auto 0
-__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'LN_EPS', 'INIT_STD', 'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME',
-           'is_int', 'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask', 'plot_attention', 'naive_attention',
-           'attention', 'few_rows_product', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
+__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'ONEDNN_MIN_WEIGHT', 'LN_EPS', 'INIT_STD', 'ROPE_BASE',
+           'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int', 'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask',
+           'plot_attention', 'naive_attention', 'attention', 'few_rows_product', 'onednn_linear_available',
+           'onednn_linear', 'takes_onednn', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
            'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin',
            'apply_rope', 'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
 
@@ -155,7 +157,7 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
 
 # %% ../nbs/03_model.ipynb
-FEW_ROWS = 8  # up to this many rows (a decode step of a small batch), `apply_linear` sums products under `torch.compile`
+FEW_ROWS = 8  # up to this many rows (a decode step of a small batch), `apply_linear` avoids the large-product BLAS call
 
 def few_rows_product(x: torch.Tensor, # (..., in_features) holding at most a few rows
                      weight: torch.Tensor, # (out_features, in_features), float or int8
@@ -169,12 +171,36 @@ def few_rows_product(x: torch.Tensor, # (..., in_features) holding at most a few
     y = torch.stack([torch.cat([(row * part).sum(-1) for part in parts]) for row in rows])  # (n, out)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
+
+# %% ../nbs/03_model.ipynb
+ONEDNN_MIN_WEIGHT = 2**20  # a few float32 rows on a CPU take oneDNN's product when the weight has more elements than this
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    "Whether this PyTorch build has oneDNN and its linear op (`torch.ops.mkldnn._linear_pointwise`)."
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+def onednn_linear(x: torch.Tensor, # (..., in_features), float32 on a CPU
+                  weight: torch.Tensor, # (out_features, in_features)
+                  bias: torch.Tensor | None = None) -> torch.Tensor: # (out_features,) or None
+    "`F.linear(x, weight, bias)` by oneDNN's kernel (no gradient); `onednn_linear_available()` must be true."
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+def takes_onednn(layer: nn.Linear, # the layer about to run
+                 x: torch.Tensor) -> bool: # its input, (..., in_features)
+    "Whether `apply_linear` runs `layer` on `x` with `onednn_linear` (eager, a few rows, see the conditions above)."
+    return (layer.weight.numel() > ONEDNN_MIN_WEIGHT and 0 < x.numel() <= FEW_ROWS * layer.in_features
+            and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not (layer._forward_hooks or layer._forward_pre_hooks) and onednn_linear_available())
+
 def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
                  x: torch.Tensor): # (..., in_features)
-    "`layer(x)`; up to `FEW_ROWS` rows through a plain `nn.Linear` under `torch.compile` become `few_rows_product`."
-    if type(layer) is nn.Linear and 0 < x.numel() <= FEW_ROWS * layer.in_features and torch.compiler.is_compiling():
-        y = few_rows_product(x, layer.weight)
-        return y if layer.bias is None else y + layer.bias
+    "`layer(x)`, except for up to `FEW_ROWS` rows through a plain `nn.Linear`: summed products when compiling, else maybe oneDNN."
+    if type(layer) is nn.Linear and 0 < x.numel() <= FEW_ROWS * layer.in_features:
+        if torch.compiler.is_compiling():
+            y = few_rows_product(x, layer.weight)
+            return y if layer.bias is None else y + layer.bias
+        if takes_onednn(layer, x): return onednn_linear(x, layer.weight, layer.bias)
     return layer(x)
 
 

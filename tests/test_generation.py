@@ -107,6 +107,28 @@ def test_decode_one_token_matches_forward_at_block_size():
         torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)
 
 
+def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
+    "With every weight over the oneDNN threshold, eager decoding runs oneDNN's product and still matches HF and the full forward."
+    import mie_lm.model as M
+    if not M.onednn_linear_available(): pytest.skip("this PyTorch build has no oneDNN linear op")
+    calls = []
+    monkeypatch.setattr(M, "ONEDNN_MIN_WEIGHT", 0)
+    monkeypatch.setattr(M, "onednn_linear", lambda x, w, b=None: calls.append(x.shape) or torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""))
+    ours = model(n_layer=3, n_head=2, n_embd=48, vocab_size=300)
+    ids, am = left_padded([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]])
+    out = generate(ours, ids, am, max_new_tokens=30)
+    assert len(calls) == 29 * (3 * 4 + 1)  # every projection and the head of every decode step (the 5-token prompt: MKL)
+    with torch.no_grad():
+        ref = ours.to_hf_gpt2().eval().generate(ids, attention_mask=am, max_new_tokens=30, do_sample=False, pad_token_id=0)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    x = torch.randint(0, 300, (2, 12))
+    logits, state = prefill(ours, x[:, :1], max_len=12)
+    with torch.no_grad(): full = ours(x)
+    for i in range(1, 12):
+        logits = decode_one_token(ours, x[:, i:i + 1], state)
+        torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------- statistical tests of the samplers
 LOGITS = torch.tensor([3.0, 2.5, 2.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
 CASES = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_k=4, temperature=1.5),
