@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from fastcore.basics import patch
 from .data import IGNORE_INDEX
 
 # %% auto 0
-__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'ONEDNN_MIN_WEIGHT', 'LN_EPS', 'INIT_STD', 'ROPE_BASE',
-           'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int', 'is_number', 'GPTConfig', 'swiglu_hidden', 'causal_mask',
-           'plot_attention', 'naive_attention', 'attention', 'few_rows_product', 'onednn_linear_available',
-           'onednn_linear', 'takes_onednn', 'apply_linear', 'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT',
-           'position_ids_from_mask', 'attention_mask_4d', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin',
-           'apply_rope', 'resolve_device', 'atomic_write', 'file_sha256', 'read_config']
+__all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'ONEDNN_MIN_WEIGHT', 'ONEDNN_MIN_ROWS', 'LN_EPS', 'INIT_STD',
+           'ROPE_BASE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'is_int', 'is_number', 'GPTConfig', 'swiglu_hidden',
+           'causal_mask', 'plot_attention', 'naive_attention', 'attention', 'few_rows_product',
+           'onednn_linear_available', 'OneDNNLinear', 'onednn_linear', 'takes_onednn', 'apply_linear',
+           'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask', 'attention_mask_4d',
+           'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'resolve_device', 'atomic_write',
+           'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
 def is_int(x) -> bool: # any value
@@ -173,31 +175,58 @@ def few_rows_product(x: torch.Tensor, # (..., in_features) holding at most a few
 
 
 # %% ../nbs/03_model.ipynb
-ONEDNN_MIN_WEIGHT = 2**20  # a few float32 rows on a CPU take oneDNN's product when the weight has more elements than this
+ONEDNN_MIN_WEIGHT = 2**20  # up to FEW_ROWS float32 rows take oneDNN's product when the weight has more elements than this
+ONEDNN_MIN_ROWS = 1024  # ... and so do this many rows or more, whatever the weight's size
 
 @functools.cache
 def onednn_linear_available() -> bool:
-    "Whether this PyTorch build has oneDNN and its linear op (`torch.ops.mkldnn._linear_pointwise`)."
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    "Whether oneDNN's linear op (`torch.ops.mkldnn._linear_pointwise`) is in this PyTorch build, on an x86-64 CPU (where it was measured)."
+    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+def _onednn_product(x, weight, bias=None): return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+class OneDNNLinear(torch.autograd.Function):
+    "`F.linear` by oneDNN, with a backward: the input's gradient by oneDNN too, the weight's by `torch.mm` (MKL's is faster there)."
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight); ctx.has_bias = bias is not None
+        return _onednn_product(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # (..., out_features)
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])  # (rows, out)
+        gx = _onednn_product(grad, weight.t()) if ctx.needs_input_grad[0] else None  # (..., in) = grad @ weight
+        gw = g.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # (out, in)
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
 
 def onednn_linear(x: torch.Tensor, # (..., in_features), float32 on a CPU
                   weight: torch.Tensor, # (out_features, in_features)
                   bias: torch.Tensor | None = None) -> torch.Tensor: # (out_features,) or None
-    "`F.linear(x, weight, bias)` by oneDNN's kernel (no gradient); `onednn_linear_available()` must be true."
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    "`F.linear(x, weight, bias)` by oneDNN's kernels, gradients included; `onednn_linear_available()` must be true."
+    return OneDNNLinear.apply(x, weight, bias)
+
+def _autocast_on_cpu() -> bool:
+    try: return torch.is_autocast_enabled("cpu")
+    except TypeError: return torch.is_autocast_cpu_enabled()  # PyTorch before 2.4
 
 def takes_onednn(layer: nn.Linear, # the layer about to run
                  x: torch.Tensor) -> bool: # its input, (..., in_features)
-    "Whether `apply_linear` runs `layer` on `x` with `onednn_linear` (eager, a few rows, see the conditions above)."
-    return (layer.weight.numel() > ONEDNN_MIN_WEIGHT and 0 < x.numel() <= FEW_ROWS * layer.in_features
-            and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32 and not torch.is_grad_enabled()
+    "Whether `apply_linear` runs `layer` on `x` with `onednn_linear` (eager float32 on a CPU; the sizes above)."
+    rows = x.numel() // layer.in_features
+    return ((0 < rows <= FEW_ROWS and layer.weight.numel() > ONEDNN_MIN_WEIGHT or rows >= ONEDNN_MIN_ROWS)
+            and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32 and not _autocast_on_cpu()
             and not (layer._forward_hooks or layer._forward_pre_hooks) and onednn_linear_available())
 
 def apply_linear(layer: nn.Module, # an `nn.Linear` (or a compressed stand-in, which is simply called)
                  x: torch.Tensor): # (..., in_features)
-    "`layer(x)`, except for up to `FEW_ROWS` rows through a plain `nn.Linear`: summed products when compiling, else maybe oneDNN."
-    if type(layer) is nn.Linear and 0 < x.numel() <= FEW_ROWS * layer.in_features:
+    "`layer(x)`, or for a plain `nn.Linear` the faster product: summed products of a few rows when compiling, oneDNN's where it wins."
+    if type(layer) is nn.Linear:
         if torch.compiler.is_compiling():
+            if not 0 < x.numel() <= FEW_ROWS * layer.in_features: return layer(x)
             y = few_rows_product(x, layer.weight)
             return y if layer.bias is None else y + layer.bias
         if takes_onednn(layer, x): return onednn_linear(x, layer.weight, layer.bias)
