@@ -97,14 +97,17 @@ def test_decode_calls_swapped_layers_as_modules():
     assert WrappedLinear.calls >= 2 * 8
 
 
-def test_decode_one_token_matches_forward_at_block_size():
-    m = model(block_size=16)
-    ids = torch.randint(0, 97, (3, 16))
-    logits, state = prefill(m, ids[:, :1], max_len=16)
+def assert_decoding_matches_forward(m, ids):
+    "Decoding `ids` one token at a time after a one-token prefill gives the full forward's logits at every position."
+    logits, state = prefill(m, ids[:, :1], max_len=ids.shape[1])
     with torch.no_grad(): full = m(ids)
-    for i in range(1, 16):
+    for i in range(1, ids.shape[1]):
         logits = decode_one_token(m, ids[:, i:i + 1], state)
         torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)
+
+
+def test_decode_one_token_matches_forward_at_block_size():
+    assert_decoding_matches_forward(model(block_size=16), torch.randint(0, 97, (3, 16)))
 
 
 def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
@@ -113,7 +116,8 @@ def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
     if not M.onednn_linear_available(): pytest.skip("this PyTorch build has no oneDNN linear op")
     calls = []
     monkeypatch.setattr(M, "ONEDNN_MIN_WEIGHT", 0)
-    monkeypatch.setattr(M, "onednn_linear", lambda x, w, b=None: calls.append(x.shape) or torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""))
+    real = M.onednn_linear
+    monkeypatch.setattr(M, "onednn_linear", lambda x, w, b=None: calls.append(x.shape) or real(x, w, b))
     ours = model(n_layer=3, n_head=2, n_embd=48, vocab_size=300)
     ids, am = left_padded([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]])
     out = generate(ours, ids, am, max_new_tokens=30)
@@ -121,12 +125,7 @@ def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
     with torch.no_grad():
         ref = ours.to_hf_gpt2().eval().generate(ids, attention_mask=am, max_new_tokens=30, do_sample=False, pad_token_id=0)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    x = torch.randint(0, 300, (2, 12))
-    logits, state = prefill(ours, x[:, :1], max_len=12)
-    with torch.no_grad(): full = ours(x)
-    for i in range(1, 12):
-        logits = decode_one_token(ours, x[:, i:i + 1], state)
-        torch.testing.assert_close(logits, full[:, i], rtol=0, atol=1e-5)
+    assert_decoding_matches_forward(ours, torch.randint(0, 300, (2, 12)))
 
 
 # ---------------------------------------------------------------- statistical tests of the samplers
