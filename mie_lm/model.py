@@ -159,7 +159,7 @@ def attention(q, k, v, # (B, n_head, T, head_dim), (B, n_head, S, head_dim) twic
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal), None
 
 # %% ../nbs/03_model.ipynb
-FEW_ROWS = 8  # up to this many rows (a decode step of a small batch), `apply_linear` avoids the large-product BLAS call
+FEW_ROWS = 8  # up to this many rows (a decode step of a small batch) are "a few" to `apply_linear`
 
 def few_rows_product(x: torch.Tensor, # (..., in_features) holding at most a few rows
                      weight: torch.Tensor, # (out_features, in_features), float or int8
