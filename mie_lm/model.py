@@ -217,7 +217,7 @@ def takes_onednn(layer: nn.Linear, # the layer about to run
                  x: torch.Tensor) -> bool: # its input, (..., in_features)
     "Whether `apply_linear` runs `layer` on `x` with `onednn_linear` (eager float32 on a CPU; the sizes above)."
     rows = x.numel() // layer.in_features
-    return ((0 < rows <= FEW_ROWS and layer.weight.numel() > ONEDNN_MIN_WEIGHT or rows >= ONEDNN_MIN_ROWS)
+    return ((0 < rows <= FEW_ROWS and layer.in_features * layer.out_features > ONEDNN_MIN_WEIGHT or rows >= ONEDNN_MIN_ROWS)
             and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32 and not _autocast_on_cpu()
             and not (layer._forward_hooks or layer._forward_pre_hooks) and onednn_linear_available())
 
