@@ -11,8 +11,10 @@ import json
 import math
 import os
 import platform
+import weakref
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -27,8 +29,8 @@ __all__ = ['NORMS', 'POS_EMBS', 'MLPS', 'PRESETS', 'FEW_ROWS', 'ONEDNN_MIN_WEIGH
            'causal_mask', 'plot_attention', 'naive_attention', 'attention', 'few_rows_product',
            'onednn_linear_available', 'OneDNNLinear', 'onednn_linear', 'takes_onednn', 'apply_linear',
            'CausalSelfAttention', 'MLP', 'make_norm', 'Block', 'GPT', 'position_ids_from_mask', 'attention_mask_4d',
-           'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'resolve_device', 'atomic_write',
-           'file_sha256', 'read_config']
+           'HeadCopy', 'lm_loss', 'KVCache', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'resolve_device',
+           'atomic_write', 'file_sha256', 'read_config']
 
 # %% ../nbs/03_model.ipynb
 def is_int(x) -> bool: # any value
@@ -325,6 +327,7 @@ class GPT(nn.Module):
         else: self.register_buffer("rope_freqs", rope_frequencies(config.head_dim), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.head_copy = None  # a `HeadCopy` for one-row products, made by `setup_cache` (see *The output head*)
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # residual projections: scaled for depth (GPT-2 paper, sec. 2.3)
             if name.endswith("c_proj.weight"): nn.init.normal_(p, 0.0, INIT_STD / math.sqrt(2 * config.n_layer))
@@ -401,6 +404,41 @@ def _embed(self: GPT, input_ids, position_ids):
     return t.drop(x) if self.training else x
 
 # %% ../nbs/03_model.ipynb
+class HeadCopy(NamedTuple):
+    "An output head's weight stored `(C, V)` for one-row products, and which weight it copies (tensor, storage, version)."
+    weight_t: torch.Tensor  # (in_features, out_features), contiguous: the head's `weight.T`
+    source: weakref.ref  # the weight tensor copied
+    ptr: int  # its data pointer when copied
+    version: int  # its version counter when copied
+
+    @classmethod
+    def of(cls, layer: nn.Module) -> HeadCopy | None:
+        "A copy of `layer`'s weight, or None where it was not measured to pay (only a bias-free float32 `nn.Linear` on a CPU gets one)."
+        if type(layer) is not nn.Linear or layer.bias is not None: return None
+        w = layer.weight
+        if w.device.type != "cpu" or w.dtype != torch.float32 or torch.is_inference(w): return None  # inference tensors have no version
+        with torch.inference_mode(False), torch.no_grad(): wt = w.t().contiguous()  # an ordinary tensor, as the KV caches
+        return cls(wt, weakref.ref(w), w.data_ptr(), w._version)
+
+    def current(self, layer: nn.Linear) -> bool:
+        "Whether `layer` still holds the weight this copies, unchanged: the same tensor, storage and version."
+        w = layer.weight
+        return self.source() is w and w.data_ptr() == self.ptr and w._version == self.version
+
+    def serves(self, layer: nn.Module, x: torch.Tensor) -> bool:
+        "Whether `x @ weight_t` may stand for `layer(x)`: one float32 row, a current copy, nothing that needs the layer itself."
+        return (type(layer) is nn.Linear and not torch.compiler.is_compiling() and x.numel() == layer.in_features
+                and x.dtype == torch.float32 and self.current(layer) and not (torch.is_grad_enabled() and layer.weight.requires_grad)
+                and not _autocast_on_cpu() and not (layer._forward_hooks or layer._forward_pre_hooks))
+
+@patch
+def head_logits(self: GPT, x: torch.Tensor) -> torch.Tensor: # (B, T, C) after the final norm
+    "Logits `(B, T, V)`: `x` through `lm_head` (by `apply_linear`), or for one row through the `head_copy` while it `serves`."
+    hc = self.head_copy
+    if hc is not None and hc.serves(self.lm_head, x): return x @ hc.weight_t
+    return apply_linear(self.lm_head, x)
+
+# %% ../nbs/03_model.ipynb
 @patch
 def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
             attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = real token, 0 = padding
@@ -424,7 +462,7 @@ def forward(self: GPT, input_ids: torch.Tensor, # (B, T) token ids
         x, att = block(x, mask, cache_pos, output_attentions, rope)
         attentions.append(att)
     # 4. map each position to vocabulary logits
-    logits = apply_linear(self.lm_head, self.transformer.ln_f(x))  # (B, T, V)
+    logits = self.head_logits(self.transformer.ln_f(x))  # (B, T, V)
     return (logits, attentions) if output_attentions else logits
 
 # %% ../nbs/03_model.ipynb
@@ -490,6 +528,8 @@ def setup_cache(self: GPT, batch_size: int, # sequences generated together
         else:
             with torch.inference_mode(False):  # ordinary tensors even when called under `inference_mode`: reusable anywhere
                 a.kv_cache = KVCache(batch_size, a.n_head, max_len, a.head_dim, dtype=w.dtype, device=w.device)
+    hc = self.head_copy  # the head's one-row copy (see *The output head*): kept while current, else made anew
+    if not (hc is not None and type(self.lm_head) is nn.Linear and hc.current(self.lm_head)): self.head_copy = HeadCopy.of(self.lm_head)
     return self
 
 # %% ../nbs/03_model.ipynb

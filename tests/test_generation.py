@@ -128,6 +128,39 @@ def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
     assert_decoding_matches_forward(ours, torch.randint(0, 300, (2, 12)))
 
 
+
+def test_batch_one_decoding_reads_the_head_copy_and_never_a_stale_one(monkeypatch):
+    "Batch-1 decode steps take the head's (C, V) copy; after an optimizer step it is refused, then remade, and HF still agrees."
+    import mie_lm.model as M
+    served, real = [], M.HeadCopy.serves
+    monkeypatch.setattr(M.HeadCopy, "serves", lambda self, layer, x: served.append(real(self, layer, x)) or served[-1])
+    ours, ids = model(n_layer=3, n_head=2, n_embd=48, vocab_size=300), torch.randint(3, 300, (1, 6))
+
+    def generate_like_hf():
+        served.clear()
+        out = generate(ours, ids, max_new_tokens=12)
+        with torch.no_grad():
+            ref = ours.to_hf_gpt2().eval().generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=0)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        assert served == [False] + [True] * 11  # the 6-token prefill runs `lm_head`, each of the 11 decode steps the copy
+
+    generate_like_hf()
+    first = ours.head_copy
+    assert first is not None and first.current(ours.lm_head)
+    assert_decoding_matches_forward(ours, torch.randint(0, 300, (1, 12)))  # one row: the copy, to 1e-5
+    ours.train()
+    opt = torch.optim.SGD(ours.parameters(), lr=0.5)
+    nn.functional.cross_entropy(ours(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()).backward()
+    opt.step()  # an in-place change of every weight, the tied head included
+    ours.eval()
+    assert not first.current(ours.lm_head)
+    with torch.no_grad():  # a one-row forward before any new `setup_cache`: the stale copy must not answer
+        served.clear()
+        torch.testing.assert_close(ours(ids[:, :1]), ours.to_hf_gpt2()(ids[:, :1]).logits, rtol=0, atol=1e-5)
+        assert served == [False]
+    generate_like_hf()  # `setup_cache` made a new copy of the new weight
+    assert ours.head_copy is not first and ours.head_copy.current(ours.lm_head)
+
 # ---------------------------------------------------------------- statistical tests of the samplers
 LOGITS = torch.tensor([3.0, 2.5, 2.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
 CASES = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_k=4, temperature=1.5),
