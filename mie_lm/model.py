@@ -404,6 +404,8 @@ def _embed(self: GPT, input_ids, position_ids):
     return t.drop(x) if self.training else x
 
 # %% ../nbs/03_model.ipynb
+def _no_copy(): return None  # what a pickled or deep-copied `HeadCopy` becomes
+
 class HeadCopy(NamedTuple):
     "An output head's weight stored `(C, V)` for one-row products, and which weight it copies (tensor, storage, version)."
     weight_t: torch.Tensor  # (in_features, out_features), contiguous: the head's `weight.T`
@@ -419,6 +421,8 @@ class HeadCopy(NamedTuple):
         if w.device.type != "cpu" or w.dtype != torch.float32 or torch.is_inference(w): return None  # inference tensors have no version
         with torch.inference_mode(False), torch.no_grad(): wt = w.t().contiguous()  # an ordinary tensor, as the KV caches
         return cls(wt, weakref.ref(w), w.data_ptr(), w._version)
+
+    def __reduce__(self): return _no_copy, ()  # a saved or copied model drops it: `setup_cache` copies the weight it finds
 
     def current(self, layer: nn.Linear) -> bool:
         "Whether `layer` still holds the weight this copies, unchanged: the same tensor, storage and version."
