@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from mie_lm.generation import (SamplingConfig, apply_temperature, chi_square_pvalue, choose, decode_one_token, generate,
                                generate_text, generation_trace, min_p_filter, plot_next_token, prefill, process_logits,
                                repetition_penalty_filter, sampling_explorer, stream_generate, top_k_filter, top_p_filter)
-from mie_lm.model import GPT, GPTConfig
+from mie_lm.model import GPT, GPTConfig, lm_loss
 
 torch.set_num_threads(1)
 transformers = pytest.importorskip("transformers")
@@ -128,7 +128,6 @@ def test_onednn_products_decode_like_hf_and_the_full_forward(monkeypatch):
     assert_decoding_matches_forward(ours, torch.randint(0, 300, (2, 12)))
 
 
-
 def test_batch_one_decoding_reads_the_head_copy_and_never_a_stale_one(monkeypatch):
     "Batch-1 decode steps take the head's (C, V) copy; after an optimizer step it is refused, then remade, and HF still agrees."
     import mie_lm.model as M
@@ -150,7 +149,7 @@ def test_batch_one_decoding_reads_the_head_copy_and_never_a_stale_one(monkeypatc
     assert_decoding_matches_forward(ours, torch.randint(0, 300, (1, 12)))  # one row: the copy, to 1e-5
     ours.train()
     opt = torch.optim.SGD(ours.parameters(), lr=0.5)
-    nn.functional.cross_entropy(ours(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()).backward()
+    lm_loss(ours(ids[:, :-1]), ids[:, 1:]).backward()
     opt.step()  # an in-place change of every weight, the tied head included
     ours.eval()
     assert not first.current(ours.lm_head)
@@ -160,6 +159,7 @@ def test_batch_one_decoding_reads_the_head_copy_and_never_a_stale_one(monkeypatc
         assert served == [False]
     generate_like_hf()  # `setup_cache` made a new copy of the new weight
     assert ours.head_copy is not first and ours.head_copy.current(ours.lm_head)
+
 
 # ---------------------------------------------------------------- statistical tests of the samplers
 LOGITS = torch.tensor([3.0, 2.5, 2.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
